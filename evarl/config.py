@@ -93,7 +93,9 @@ class CreatorConfig:
     temperature: float = 0.7
     max_new_tokens: int = 96
     max_prompt_chars: int = 1200
-    filters: list[str] = field(default_factory=lambda: ["empty", "truncated", "copy", "leak", "length", "exact_dup"])
+    filters: list[str] = field(
+        default_factory=lambda: ["empty", "truncated", "copy", "leak", "length", "exact_dup"]
+    )
     near_dup_threshold: float = 0.95
     score_prompts: bool = False  # appendix E complexity/quality scoring each round
 

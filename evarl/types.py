@@ -47,7 +47,9 @@ class Prompt:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Prompt:
         d = dict(d)
-        d["constraints"] = [c if isinstance(c, Constraint) else Constraint(**c) for c in d.get("constraints") or []]
+        d["constraints"] = [
+            c if isinstance(c, Constraint) else Constraint(**c) for c in d.get("constraints") or []
+        ]
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 

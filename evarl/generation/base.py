@@ -32,4 +32,6 @@ class Generator(Protocol):
 
     name: str
 
-    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams) -> list[list[GenOutput]]: ...
+    def generate(
+        self, conversations: list[list[dict[str, str]]], params: SamplingParams
+    ) -> list[list[GenOutput]]: ...

@@ -1,0 +1,116 @@
+"""Batched sampling with transformers `generate` (CPU-friendly default backend).
+
+The chat template is rendered here, once, with the model's own tokenizer. Each internal batch is seeded from
+(params.seed, batch index), so the same call always gives the same samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evarl.generation.base import GenOutput, SamplingParams
+from evarl.registry import BACKENDS
+
+
+def render_chat(tokenizer: Any, conversation: list[dict[str, str]]) -> str:
+    """The one place a chat template is applied for generation."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    # plain LMs without a template: concatenate turns
+    return "\n\n".join(m["content"] for m in conversation) + "\n\n"
+
+
+@BACKENDS.register("hf")
+class HFGenerator:
+    """transformers generate(): batched, n samples per prompt, temperature/top-p/max-tokens, seeded."""
+
+    name = "hf"
+
+    def __init__(
+        self, model: Any, tokenizer: Any, batch_size: int = 64, max_prompt_tokens: int = 1024
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+
+    @classmethod
+    def from_path(
+        cls, path: str, dtype: str = "float32", batch_size: int = 64, trust_remote_code: bool = False
+    ):
+        from evarl.models.loading import load_causal_lm, load_tokenizer
+
+        model = load_causal_lm(path, dtype, trust_remote_code)
+        return cls(model, load_tokenizer(path, trust_remote_code), batch_size)
+
+    def generate(
+        self, conversations: list[list[dict[str, str]]], params: SamplingParams
+    ) -> list[list[GenOutput]]:
+        import torch
+
+        tok = self.tokenizer
+        per_batch = max(1, self.batch_size // max(1, params.n))
+        out: list[list[GenOutput]] = []
+        was_training = self.model.training
+        self.model.eval()
+        old_side = tok.padding_side
+        tok.padding_side = "left"
+        eos_ids = self._eos_ids()
+        try:
+            for b, start in enumerate(range(0, len(conversations), per_batch)):
+                chunk = conversations[start : start + per_batch]
+                texts = [render_chat(tok, c) for c in chunk]
+                enc = tok(
+                    texts,
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_prompt_tokens,
+                    add_special_tokens=False,
+                )
+                torch.manual_seed(params.seed * 100_003 + b)
+                sample = params.temperature > 0
+                kwargs: dict[str, Any] = dict(
+                    max_new_tokens=params.max_new_tokens,
+                    do_sample=sample,
+                    num_return_sequences=params.n,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=eos_ids,
+                )
+                if sample:
+                    kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+                else:
+                    kwargs.update(temperature=None, top_p=None, top_k=None)
+                with torch.inference_mode():
+                    seqs = self.model.generate(**enc, **kwargs)
+                gen = seqs[:, enc["input_ids"].shape[1] :]
+                for i in range(len(chunk)):
+                    row: list[GenOutput] = []
+                    for j in range(params.n):
+                        ids = gen[i * params.n + j].tolist()
+                        n_tok, finished = len(ids), False
+                        for k, t in enumerate(ids):
+                            if t in eos_ids:
+                                n_tok, finished = k, True
+                                break
+                        text = tok.decode(ids[:n_tok], skip_special_tokens=True).strip()
+                        row.append(GenOutput(text, n_tok, "stop" if finished else "length"))
+                    out.append(row)
+        finally:
+            tok.padding_side = old_side
+            if was_training:
+                self.model.train()
+        return out
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        tok = self.tokenizer
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        gc = getattr(self.model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, list):
+            ids.update(int(e) for e in eos)
+        return sorted(ids)
