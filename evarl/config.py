@@ -320,6 +320,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(data, str(path) if path else None)
 
 
+def check_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
+    """Structural and semantic problems together (for `evarl validate`): every bad field in one report."""
+    data = load_yaml(path) if path else {}
+    data = _merge(data, parse_overrides(overrides or []))
+    errors: list[str] = []
+    cfg = _from_dict(RunConfig, data, "", errors)
+    return cfg, errors + validate_config(cfg)
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
