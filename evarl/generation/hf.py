@@ -73,7 +73,8 @@ class HFGenerator:
                 kwargs: dict[str, Any] = dict(
                     max_new_tokens=params.max_new_tokens,
                     do_sample=sample,
-                    num_return_sequences=params.n,
+                    # greedy decoding gives one answer; it is repeated n times below
+                    num_return_sequences=params.n if params.temperature > 0 else 1,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=eos_ids,
                 )
@@ -84,6 +85,8 @@ class HFGenerator:
                 with torch.inference_mode():
                     seqs = self.model.generate(**enc, **kwargs)
                 gen = seqs[:, enc["input_ids"].shape[1] :]
+                if not sample and params.n > 1:
+                    gen = gen.repeat_interleave(params.n, dim=0)
                 for i in range(len(chunk)):
                     row: list[GenOutput] = []
                     for j in range(params.n):
