@@ -98,6 +98,9 @@ class CreatorConfig:
     )
     near_dup_threshold: float = 0.95
     score_prompts: bool = False  # appendix E complexity/quality scoring each round
+    keep_intermediate: bool = True  # every chain step is a child (eva / distilabel store_evolutions)
+    tree_width: int = 3  # tree-bon: candidates per node (Figure 11)
+    max_constraints: int = 6  # constraint evolver: at this many constraints it changes one instead of adding
 
 
 @dataclass
