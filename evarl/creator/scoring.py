@@ -32,7 +32,7 @@ _PATTERNS = [
     re.compile(r"\[\[\s*([1-5])\s*\]\]"),
     re.compile(r"(?<![\d.])([1-5])\s*(?:/|out of)\s*5(?!\d)", re.I),
     re.compile(r"^\W*([1-5])(?:\.0+)?(?![\d.])"),
-    re.compile(r"(?<![\d.\-])([1-5])(?![\d.]|\s*(?:/|out of)\s*\d)"),
+    re.compile(r"(?<![\d.\-/])(?<!of )([1-5])(?![\d.]|\s*(?:/|out of)\s*\d)"),
 ]
 
 
