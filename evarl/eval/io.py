@@ -1,0 +1,382 @@
+"""Readers and writers for evaluation files: IFEval, AlpacaEval, MT-Bench, Arena-Hard and evarl's own prompts.
+
+Formats (one JSON object per line unless noted):
+
+- IFEval (google/IFEval `input_data.jsonl`): `key`, `prompt`, `instruction_id_list`, `kwargs` (a list of dicts,
+  one per instruction).
+- AlpacaEval (`model_outputs.json` is a JSON *array*; JSONL is accepted too): `instruction`, `output`,
+  `generator`, optional `dataset`. An eval set without outputs needs only `instruction`.
+- MT-Bench (FastChat `question.jsonl`): `question_id`, `category`, `turns` (list of user turns, two in MT-Bench),
+  optional `reference` (reference answers, one per turn, for math / reasoning / coding).
+- Arena-Hard: v0.1 `question.jsonl` rows `question_id`, `category`, `turns: [{"content": ...}]`; v2 rows
+  `uid`, `category`, `prompt`. Both are read.
+- default: evarl `Prompt` dicts (a run's `prompts.jsonl`), TRL prompt-only rows `{"prompt": [messages]}` or
+  `{"prompt": "text"}`.
+
+Every error names the file and the 1-based line: ``mtbench.jsonl:3: missing field 'turns'``. Writers are atomic
+(temp file + rename) and deterministic (sorted keys), so a re-run with the same inputs writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evarl.data_io import DataError
+from evarl.types import Constraint, Prompt
+
+FORMATS = ("ifeval", "alpaca", "mtbench", "arena", "default")
+
+
+class EvalFileError(DataError):
+    """A malformed evaluation file; the message starts with `file:line:` (a `DataError`, so the CLI prints it
+    as one line and exits with status 2)."""
+
+
+@dataclass
+class IFEvalItem:
+    key: str
+    prompt: str
+    instruction_id_list: list[str]
+    kwargs: list[dict[str, Any]]
+
+
+@dataclass
+class AlpacaItem:
+    instruction: str
+    output: str | None = None
+    generator: str | None = None
+    dataset: str | None = None
+
+
+@dataclass
+class MTBenchQuestion:
+    question_id: str
+    category: str
+    turns: list[str]
+    reference: list[str] | None = None
+
+
+@dataclass
+class ArenaQuestion:
+    question_id: str
+    category: str
+    prompt: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- generic readers / writers
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; raises EvalFileError naming file:line on bad JSON."""
+    p = Path(path)
+    if not p.exists():
+        raise EvalFileError(f"{p}: file not found")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with p.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvalFileError(f"{p.name}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise EvalFileError(f"{p.name}:{i}: expected a JSON object, got {type(obj).__name__}")
+            rows.append((i, obj))
+    return rows
+
+
+def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """JSONL, or a JSON array of objects (AlpacaEval's `model_outputs.json`); entries numbered from 1."""
+    p = Path(path)
+    if not p.exists():
+        raise EvalFileError(f"{p}: file not found")
+    head = p.read_text(encoding="utf-8").lstrip()[:1]
+    if head != "[":
+        return read_jsonl(p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvalFileError(f"{p.name}:{e.lineno}: invalid JSON ({e.msg})") from None
+    out = []
+    for i, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise EvalFileError(f"{p.name}:entry {i}: expected a JSON object, got {type(obj).__name__}")
+        out.append((i, obj))
+    return out
+
+
+def _require(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise EvalFileError(f"{where}: missing field '{key}'")
+    value = obj[key]
+    if not isinstance(value, types):
+        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise EvalFileError(f"{where}: field '{key}' must be {names}, got {type(value).__name__}")
+    return value
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic, deterministic JSON write (sorted keys, 2-space indent, trailing newline)."""
+    return _atomic_write(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Atomic, deterministic JSONL write (sorted keys)."""
+    text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+    return _atomic_write(Path(path), text)
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---------------------------------------------------------------- format readers
+
+
+def read_ifeval(path: str | Path) -> list[IFEvalItem]:
+    name = Path(path).name
+    items = []
+    for line, obj in read_jsonl(path):
+        where = f"{name}:{line}"
+        ids = _require(obj, "instruction_id_list", list, where)
+        kwargs = obj.get("kwargs")
+        if kwargs is None:
+            kwargs = [{} for _ in ids]
+        if not isinstance(kwargs, list) or not all(isinstance(k, dict) for k in kwargs):
+            raise EvalFileError(f"{where}: field 'kwargs' must be a list of objects")
+        if len(kwargs) != len(ids):
+            raise EvalFileError(
+                f"{where}: 'kwargs' has {len(kwargs)} entries but 'instruction_id_list' has {len(ids)}"
+            )
+        items.append(
+            IFEvalItem(
+                key=str(_require(obj, "key", (int, str), where)),
+                prompt=_require(obj, "prompt", str, where),
+                instruction_id_list=[str(i) for i in ids],
+                kwargs=kwargs,
+            )
+        )
+    return items
+
+
+def read_alpaca(path: str | Path, require_output: bool = False) -> list[AlpacaItem]:
+    """AlpacaEval rows; with `require_output` every row must carry `output` (a model-outputs file)."""
+    name = Path(path).name
+    items = []
+    for line, obj in read_records(path):
+        where = f"{name}:{line}"
+        out = obj.get("output")
+        if require_output:
+            out = _require(obj, "output", str, where)
+        elif out is not None and not isinstance(out, str):
+            raise EvalFileError(f"{where}: field 'output' must be str, got {type(out).__name__}")
+        items.append(
+            AlpacaItem(
+                instruction=_require(obj, "instruction", str, where),
+                output=out,
+                generator=obj.get("generator"),
+                dataset=obj.get("dataset"),
+            )
+        )
+    return items
+
+
+def read_mtbench(path: str | Path) -> list[MTBenchQuestion]:
+    name = Path(path).name
+    items = []
+    for line, obj in read_jsonl(path):
+        where = f"{name}:{line}"
+        turns = _require(obj, "turns", list, where)
+        if not turns or not all(isinstance(t, str) for t in turns):
+            raise EvalFileError(f"{where}: field 'turns' must be a non-empty list of strings")
+        ref = obj.get("reference")
+        if ref is not None and (not isinstance(ref, list) or not all(isinstance(r, str) for r in ref)):
+            raise EvalFileError(f"{where}: field 'reference' must be a list of strings")
+        items.append(
+            MTBenchQuestion(
+                question_id=str(_require(obj, "question_id", (int, str), where)),
+                category=str(obj.get("category", "")),
+                turns=turns,
+                reference=ref or None,
+            )
+        )
+    return items
+
+
+def read_arena(path: str | Path) -> list[ArenaQuestion]:
+    name = Path(path).name
+    items = []
+    for line, obj in read_jsonl(path):
+        where = f"{name}:{line}"
+        qid = obj.get("question_id", obj.get("uid"))
+        if qid is None:
+            raise EvalFileError(f"{where}: missing field 'question_id' (or 'uid')")
+        if "turns" in obj:
+            turns = obj["turns"]
+            if not isinstance(turns, list) or not turns:
+                raise EvalFileError(f"{where}: field 'turns' must be a non-empty list")
+            first = turns[0]
+            text = first.get("content") if isinstance(first, dict) else first
+            if not isinstance(text, str):
+                raise EvalFileError(f"{where}: field 'turns[0]' must be a string or {{'content': str}}")
+        elif "prompt" in obj:
+            text = _require(obj, "prompt", str, where)
+        else:
+            raise EvalFileError(f"{where}: missing field 'turns' (or 'prompt')")
+        meta = {k: obj[k] for k in ("cluster", "subcategory") if k in obj}
+        items.append(ArenaQuestion(str(qid), str(obj.get("category", "")), text, meta))
+    return items
+
+
+def read_default(path: str | Path) -> list[Prompt]:
+    """evarl Prompt dicts, or TRL prompt-only rows (`prompt`: messages or text; optional `id`)."""
+    name = Path(path).name
+    prompts = []
+    for line, obj in read_jsonl(path):
+        where = f"{name}:{line}"
+        if "messages" in obj and "id" in obj:
+            msgs = _require(obj, "messages", list, where)
+            _check_messages(msgs, where, "messages")
+            try:
+                prompts.append(Prompt.from_dict(obj))
+            except (TypeError, ValueError) as e:
+                raise EvalFileError(f"{where}: not a Prompt record ({e})") from None
+            continue
+        if "prompt" not in obj:
+            raise EvalFileError(f"{where}: missing field 'prompt' (or a Prompt record with 'id', 'messages')")
+        p = obj["prompt"]
+        if isinstance(p, str):
+            msgs = [{"role": "user", "content": p}]
+        elif isinstance(p, list):
+            _check_messages(p, where, "prompt")
+            msgs = p
+        else:
+            raise EvalFileError(f"{where}: field 'prompt' must be a string or a list of messages")
+        prompts.append(Prompt(id=str(obj.get("id", f"{Path(path).stem}-{line}")), messages=msgs))
+    return prompts
+
+
+def _check_messages(msgs: Any, where: str, key: str) -> None:
+    ok = isinstance(msgs, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in msgs
+    )
+    if not ok or not msgs:
+        raise EvalFileError(
+            f"{where}: field '{key}' must be a non-empty list of {{'role', 'content'}} messages"
+        )
+
+
+def load_prompts(path: str | Path, fmt: str) -> list[Prompt]:
+    """Any supported eval file as evarl Prompts (first user turn in `messages`; format details in `meta`).
+
+    IFEval instructions become `Prompt.constraints`, so the verifier reward and the IFEval metrics read them;
+    MT-Bench keeps all turns in `meta["turns"]`; AlpacaEval keeps a given `output` in `meta["output"]`.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown eval format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "ifeval":
+        return [
+            Prompt(
+                id=f"ifeval-{it.key}",
+                messages=[{"role": "user", "content": it.prompt}],
+                task=it.prompt,
+                constraints=[Constraint(i, dict(k)) for i, k in zip(it.instruction_id_list, it.kwargs)],
+                meta={"key": it.key},
+            )
+            for it in read_ifeval(path)
+        ]
+    if fmt == "alpaca":
+        return [
+            Prompt(
+                id=f"alpaca-{i}",
+                messages=[{"role": "user", "content": it.instruction}],
+                task=it.instruction,
+                category=it.dataset or "",
+                meta={k: v for k, v in (("output", it.output), ("generator", it.generator)) if v is not None},
+            )
+            for i, it in enumerate(read_alpaca(path))
+        ]
+    if fmt == "mtbench":
+        return [
+            Prompt(
+                id=f"mtbench-{q.question_id}",
+                messages=[{"role": "user", "content": q.turns[0]}],
+                task=q.turns[0],
+                category=q.category,
+                meta={"turns": q.turns, "reference": q.reference, "question_id": q.question_id},
+            )
+            for q in read_mtbench(path)
+        ]
+    if fmt == "arena":
+        return [
+            Prompt(
+                id=f"arena-{q.question_id}",
+                messages=[{"role": "user", "content": q.prompt}],
+                task=q.prompt,
+                category=q.category,
+                meta={"question_id": q.question_id, **q.meta},
+            )
+            for q in read_arena(path)
+        ]
+    return read_default(path)
+
+
+def outputs_by_instruction(items: list[AlpacaItem], source: str = "outputs") -> dict[str, AlpacaItem]:
+    """Index model outputs by instruction text (AlpacaEval's primary key); duplicates are an error."""
+    out: dict[str, AlpacaItem] = {}
+    for i, it in enumerate(items, start=1):
+        if it.instruction in out:
+            raise EvalFileError(f"{source}:{i}: duplicate instruction {it.instruction[:60]!r}")
+        out[it.instruction] = it
+    return out
+
+
+# ---------------------------------------------------------------- judge templates
+
+
+def eval_prompt_dir() -> Path:
+    """Where the shipped judge templates live (`evarl/prompts/eval/*.txt`)."""
+    return Path(__file__).resolve().parent.parent / "prompts" / "eval"
+
+
+def load_template(name_or_path: str | Path, required: Sequence[str] = ()) -> str:
+    """A judge template: a file path, or the name of a shipped template (`pairwise`, `mtbench_single`, ...).
+
+    `required` lists the `{field}` slots the template must contain; a missing one is an error naming the file.
+    """
+    p = Path(name_or_path)
+    if not p.exists():
+        p = eval_prompt_dir() / f"{name_or_path}.txt"
+    if not p.exists():
+        shipped = ", ".join(sorted(f.stem for f in eval_prompt_dir().glob("*.txt")))
+        raise FileNotFoundError(f"{name_or_path}: no such template file or shipped template ({shipped})")
+    text = p.read_text(encoding="utf-8")
+    missing = [f for f in required if "{" + f + "}" not in text]
+    if missing:
+        raise EvalFileError(f"{p}: template lacks the slot(s) {', '.join('{' + m + '}' for m in missing)}")
+    return text
+
+
+def fill_template(template: str, **fields: str) -> str:
+    """Substitute `{name}` slots in one pass: braces inside the inserted answers and code are left alone,
+    and inserted text is never scanned for slots again. Unknown slots stay as written."""
+    return re.sub(r"\{(\w+)\}", lambda m: fields.get(m.group(1), m.group(0)), template)
