@@ -128,7 +128,7 @@ def judge_pairwise(
 
 
 def fit_length_glm(
-    preferences: Sequence[float], len_diff: Sequence[float], l2: float = 0.01, max_iter: int = 100
+    preferences: Sequence[float], len_diff: Sequence[float], l2: float = 0.001, max_iter: int = 100
 ) -> tuple[float, float]:
     """(intercept, slope) of logit P(model preferred) = intercept + slope * tanh(Δlen / std(Δlen)).
 
@@ -168,7 +168,7 @@ def fit_length_glm(
 
 
 def length_controlled_win_rate(
-    preferences: Sequence[float], len_diff: Sequence[float], l2: float = 0.01
+    preferences: Sequence[float], len_diff: Sequence[float], l2: float = 0.001
 ) -> float:
     """Win rate (%) at zero length difference: 100 * sigmoid(intercept) of `fit_length_glm`."""
     b0, _ = fit_length_glm(preferences, len_diff, l2)
@@ -182,7 +182,7 @@ def win_rate_summary(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    l2: float = 0.01,
+    l2: float = 0.001,
 ) -> dict[str, Any]:
     """Win rate, counts, standard error, bootstrap CI and (given lengths) the LC win rate, all in percent.
 
