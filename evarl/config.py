@@ -117,7 +117,7 @@ class SolverConfig:
     loss: str = "dpo"  # see `evarl list`
     preset: str | None = None  # appendix-A presets: dpo | sppo | simpo | orpo
     beta: float = 0.1
-    gamma: float = 0.5  # SimPO target margin (gamma/beta ratio in the SimPO paper)
+    gamma: float = 0.5  # SimPO target margin gamma (absolute, as in the SimPO equation; appendix A: 5 with beta 10)
     lam: float = 0.1  # ORPO lambda
     nll_weight: float = 1.0  # dpo-nll
     label_smoothing: float = 0.0
@@ -137,6 +137,8 @@ class SolverConfig:
     max_length: int = 384
     max_prompt_length: int = 256
     gradient_checkpointing: bool = False
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate autocast; fp16 needs a GPU)
+    param_dtype: str = "float32"  # float32 | bfloat16: dtype of the trained weights (and the saved model)
     lora: LoraConfig = field(default_factory=LoraConfig)
     save_every: int = 4  # optimizer steps between resumable checkpoints
     log_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb

@@ -1,0 +1,262 @@
+"""Tokenisation of (prompt, response) with the policy's chat template, and response-only sequence log-probs.
+
+Tokenisation. The prompt messages are rendered with the tokenizer's chat template and
+``add_generation_prompt=True`` (:func:`evarl.generation.hf.render_chat`, the same text the generator saw), the
+response is tokenised *separately* and followed by the EOS token (SmolLM2/ChatML: ``<|im_end|>``, which is
+where generation stopped). Tokenising the two parts separately avoids the prompt-is-not-a-prefix problem of
+tokenising ``prompt + response`` as one string (BPE merges across the boundary; TRL warns about it).
+Truncation: the prompt keeps its *last* ``max_prompt_length`` tokens (so the assistant header survives), then
+the response keeps its first ``max_length - len(prompt)`` tokens.
+
+Log-probs. ``sum_t log pi(y_t | x, y_<t)`` over response tokens only. The decoder runs once over the padded
+batch; the LM head is applied only to the hidden states that predict a response token (prompt and padding
+positions never reach the ``[tokens, vocab]`` projection), in chunks that are recomputed in the backward pass
+when there is more than one, so the full logits tensor is never held. Log-softmax runs in float32.
+
+:func:`compute_reference_logps` runs the reference model once over all pairs and returns plain rows, so the
+reference is a stage artifact (``ref_logps.jsonl``) and never resident during training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from evarl.generation.hf import render_chat
+from evarl.types import Pair
+
+# Rows of hidden states projected through the LM head at once (x vocab x 4 bytes of float32 logits).
+LOGITS_CHUNK = 1024
+
+
+@dataclass
+class EncodedPair:
+    """Token ids of one pair: shared prompt, and each response (EOS appended, truncated)."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+
+def _eos_id(tokenizer: Any) -> int | None:
+    return tokenizer.eos_token_id
+
+
+def encode_prompt(tokenizer: Any, messages: list[dict[str, str]], max_prompt_length: int) -> list[int]:
+    """Prompt ids with the chat template and generation prompt, left-truncated to ``max_prompt_length``."""
+    text = render_chat(tokenizer, messages)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[-max_prompt_length:] if len(ids) > max_prompt_length else ids
+
+
+def encode_response(tokenizer: Any, response: str, budget: int) -> list[int]:
+    """Response ids + EOS, keeping the first ``budget`` tokens (at least one)."""
+    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    eos = _eos_id(tokenizer)
+    if eos is not None:
+        ids.append(eos)
+    return ids[: max(1, budget)]
+
+
+def encode_pair(
+    tokenizer: Any,
+    prompt: list[dict[str, str]],
+    chosen: str,
+    rejected: str,
+    max_prompt_length: int,
+    max_length: int,
+) -> EncodedPair:
+    prompt_ids = encode_prompt(tokenizer, prompt, min(max_prompt_length, max_length - 1))
+    budget = max_length - len(prompt_ids)
+    return EncodedPair(
+        prompt_ids, encode_response(tokenizer, chosen, budget), encode_response(tokenizer, rejected, budget)
+    )
+
+
+def encode_pairs(
+    tokenizer: Any, pairs: Sequence[Pair], max_prompt_length: int, max_length: int
+) -> list[EncodedPair]:
+    """Encode every pair (``max_prompt_length < max_length`` is enforced)."""
+    if max_length < 2:
+        raise ValueError(f"solver.max_length must be >= 2, got {max_length}")
+    return [
+        encode_pair(tokenizer, p.prompt, p.chosen, p.rejected, max_prompt_length, max_length) for p in pairs
+    ]
+
+
+def collate_sequences(
+    prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``response_mask`` (1 on response tokens)."""
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    t = max(len(s) for s in seqs)
+    n = len(seqs)
+    input_ids = torch.full((n, t), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, t), dtype=torch.long)
+    response = torch.zeros((n, t), dtype=torch.bool)
+    for i, (p, s) in enumerate(zip(prompts, seqs)):
+        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention[i, : len(s)] = 1
+        response[i, len(p) : len(s)] = True
+    return {"input_ids": input_ids, "attention_mask": attention, "response_mask": response}
+
+
+def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """One ``[2B, T]`` batch: rows ``0..B-1`` are the chosen sequences, ``B..2B-1`` the rejected ones."""
+    prompts = [e.prompt_ids for e in batch] * 2
+    responses = [e.chosen_ids for e in batch] + [e.rejected_ids for e in batch]
+    return collate_sequences(prompts, responses, pad_id)
+
+
+def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:
+    get_dec = getattr(model, "get_decoder", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if get_dec is None or head is None:
+        return None
+    try:
+        dec = get_dec()
+    except (AttributeError, NotImplementedError):
+        return None
+    if dec is None or dec is model:
+        return None
+    return dec, head
+
+
+def _logit_transform(model: Any):
+    cfg = getattr(model, "config", None)
+    cap = getattr(cfg, "final_logit_softcapping", None) if cfg is not None else None
+    scale = getattr(cfg, "logit_scale", None) if cfg is not None else None
+
+    def f(logits: torch.Tensor) -> torch.Tensor:
+        if scale is not None:
+            logits = logits * scale
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    return f
+
+
+def _token_logps_chunk(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Any, transform: Any
+) -> torch.Tensor:
+    logits = transform(head(hidden)).float()
+    return torch.gather(logits.log_softmax(-1), 1, targets.unsqueeze(1)).squeeze(1)
+
+
+def response_logps(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the response tokens of each row, and the number of response tokens per row.
+
+    Only the hidden states predicting response tokens go through the LM head (see module docstring). Models
+    without a separable decoder fall back to a full forward with the logits sliced afterwards.
+    """
+    target_mask = response_mask[:, 1:]
+    targets = input_ids[:, 1:][target_mask]
+    rows = target_mask.nonzero(as_tuple=True)[0]
+    lengths = target_mask.sum(1)
+    parts = _backbone_and_head(model)
+    transform = _logit_transform(model)
+    if parts is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        sel = logits[:, :-1][target_mask].float()
+        tok = torch.gather(sel.log_softmax(-1), 1, targets.unsqueeze(1)).squeeze(1)
+    else:
+        dec, head = parts
+        hidden = dec(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        sel = hidden[:, :-1][target_mask]
+        n = sel.shape[0]
+        if n <= LOGITS_CHUNK:
+            tok = _token_logps_chunk(sel, targets, head, transform)
+        else:
+            chunks = []
+            for s in range(0, n, LOGITS_CHUNK):
+                h, tg = sel[s : s + LOGITS_CHUNK], targets[s : s + LOGITS_CHUNK]
+                if torch.is_grad_enabled():
+                    chunks.append(checkpoint(_token_logps_chunk, h, tg, head, transform, use_reentrant=False))
+                else:
+                    chunks.append(_token_logps_chunk(h, tg, head, transform))
+            tok = torch.cat(chunks)
+    sums = torch.zeros(input_ids.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
+    return sums, lengths
+
+
+def pair_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths) for a :func:`collate_pairs` batch."""
+    sums, lengths = response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+    b = sums.shape[0] // 2
+    return sums[:b], sums[b:], lengths[:b], lengths[b:]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pid if pid is not None else 0)
+
+
+def _device_of(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), for inference passes."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def compute_reference_logps(
+    model: Any, tokenizer: Any, pairs: list[Pair], cfg: Any, batch_size: int, progress: bool = False
+) -> list[dict]:
+    """Reference log-probs of every pair, computed once: ``[{"prompt_id", "chosen_logp", "rejected_logp"}]``.
+
+    Rows come back in the order of ``pairs`` (with ``"pair_index"`` for checking alignment). ``cfg`` is the
+    :class:`evarl.config.SolverConfig` (``max_prompt_length``, ``max_length``), so the tokenisation is exactly
+    the one the trainer uses.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    enc = encode_pairs(tokenizer, pairs, cfg.max_prompt_length, cfg.max_length)
+    pad = _pad_id(tokenizer)
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    out: list[dict | None] = [None] * len(pairs)
+    batches = length_sorted_batches([e.length for e in enc], batch_size)
+    it: Any = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc="reference log-probs", unit="batch")
+    try:
+        for idx in it:
+            batch = {k: v.to(device) for k, v in collate_pairs([enc[i] for i in idx], pad).items()}
+            c, r, _, _ = pair_logps(model, batch)
+            for j, i in enumerate(idx):
+                cv, rv = float(c[j]), float(r[j])
+                if not (math.isfinite(cv) and math.isfinite(rv)):
+                    raise FloatingPointError(
+                        f"pair {i} ({pairs[i].prompt_id}): non-finite reference log-prob"
+                    )
+                out[i] = {
+                    "prompt_id": pairs[i].prompt_id,
+                    "pair_index": i,
+                    "chosen_logp": cv,
+                    "rejected_logp": rv,
+                }
+    finally:
+        if was_training:
+            model.train()
+    return [o for o in out if o is not None]
