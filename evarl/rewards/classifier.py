@@ -1,0 +1,169 @@
+"""Pointwise reward models: any sequence-classification RM scoring (prompt, response) text.
+
+Covers ArmoRM-/Skywork-style `AutoModelForSequenceClassification` models (seed 001_7d3978acbe7ccf7f.txt,
+section 4.2.3 uses ARMORM-8B and SKYWORKRM-27B as pointwise oracles) and the Bradley-Terry models written by
+`evarl train-rm --kind bt` (seed 003_62f5fe925a407d7a.txt, section 2.1).
+
+The text is always re-rendered with the reward model's OWN tokenizer and chat template (the user turns plus
+the response as the assistant turn); token ids are never shared with the policy, which is the source of the
+silent-garbage bugs in other trainers (TRL issues 1674/2523, OpenRLHF 242). A tokenizer without a chat
+template gets "prompt\\n\\nresponse". Inputs are batched by length; an input longer than `max_length` is
+truncated (on `truncation_side`, default left so the response survives) and flagged `info["truncated"]`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evarl.config import RewardSourceConfig
+from evarl.registry import REWARDS
+from evarl.rewards.combine import RewardBuildError, check_options
+from evarl.rewards.judge import conversation_text
+from evarl.types import Prompt, RewardResult
+
+
+def rm_text(tokenizer: Any, messages: list[dict[str, str]], response: str) -> tuple[str, bool]:
+    """(text, add_special_tokens): the conversation in the RM's own chat template, or a plain join."""
+    if getattr(tokenizer, "chat_template", None):
+        conv = [*messages, {"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(conv, tokenize=False), False
+    return conversation_text(messages) + "\n\n" + response, True
+
+
+def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) for an evarl scalar RM directory or any AutoModelForSequenceClassification."""
+    from evarl.models.loading import load_tokenizer
+    from evarl.reward_training.models import ScalarRewardModel, is_scalar_reward_model
+
+    if is_scalar_reward_model(path):
+        model = ScalarRewardModel.from_pretrained(path, dtype, trust_remote_code)
+    else:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    tok = load_tokenizer(path, trust_remote_code)
+    if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok
+
+
+@REWARDS.register("classifier")
+class ClassifierReward:
+    """Sequence-classification reward model (ArmoRM/Skywork-style or `train-rm --kind bt`), own tokenizer."""
+
+    name = "classifier"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 8,
+        max_length: int = 2048,
+        head_index: int = 0,
+        truncation_side: str = "left",
+    ) -> None:
+        if truncation_side not in ("left", "right"):
+            raise RewardBuildError(
+                f"classifier: truncation_side must be left or right, got {truncation_side!r}"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.head_index = head_index
+        self.truncation_side = truncation_side
+
+    @classmethod
+    def from_config(
+        cls, cfg: RewardSourceConfig, *, policy: Any = None, policy_tokenizer: Any = None
+    ) -> ClassifierReward:
+        o = cfg.options
+        check_options(
+            "classifier", o, {"batch_size", "max_length", "head_index", "truncation_side", "dtype",
+                              "trust_remote_code"}
+        )  # fmt: skip
+        if not cfg.model or cfg.model == "policy":
+            raise RewardBuildError("classifier: `model` must name a reward-model directory or hub id")
+        from evarl.models.loading import resolve_model_path
+
+        path = resolve_model_path(cfg.model)
+        model, tok = load_reward_model(
+            path, str(o.get("dtype", "float32")), bool(o.get("trust_remote_code", False))
+        )
+        return cls(
+            model,
+            tok,
+            batch_size=int(o.get("batch_size", 8)),
+            max_length=int(o.get("max_length", 2048)),
+            head_index=int(o.get("head_index", 0)),
+            truncation_side=str(o.get("truncation_side", "left")),
+        )
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: Any) -> ClassifierReward:
+        model, tok = load_reward_model(str(path))
+        return cls(model, tok, **kwargs)
+
+    def _scores(self, out: Any) -> Any:
+        score = getattr(out, "score", None)  # ArmoRM-style custom outputs carry the preference score here
+        if score is not None and not callable(score):
+            t = score
+        elif hasattr(out, "logits"):
+            t = out.logits
+        else:  # ScalarRewardModel returns the rewards tensor itself
+            t = out
+        if t.dim() == 2:
+            if self.head_index >= t.shape[1]:
+                raise RewardBuildError(
+                    f"classifier: head_index {self.head_index} but the model has {t.shape[1]}"
+                )
+            t = t[:, self.head_index]
+        return t.float()
+
+    def score_texts(self, texts: list[str], add_special_tokens: list[bool]) -> tuple[list[float], list[bool]]:
+        """Raw RM scores of already-rendered texts and whether each was truncated."""
+        import torch
+
+        tok = self.tokenizer
+        old_side = tok.truncation_side
+        tok.truncation_side = self.truncation_side
+        try:
+            full = [len(tok(t, add_special_tokens=s)["input_ids"]) for t, s in zip(texts, add_special_tokens)]
+            ids_list = [
+                tok(t, add_special_tokens=s, truncation=True, max_length=self.max_length)["input_ids"]
+                for t, s in zip(texts, add_special_tokens)
+            ]
+        finally:
+            tok.truncation_side = old_side
+        truncated = [n > self.max_length for n in full]
+        order = sorted(range(len(texts)), key=lambda i: len(ids_list[i]))
+        scores = [0.0] * len(texts)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                width = max(len(ids_list[i]) for i in idx)
+                input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    ids = ids_list[i]
+                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                    mask[row, : len(ids)] = 1
+                out = self.model(input_ids=input_ids, attention_mask=mask)
+                for row, v in zip(idx, self._scores(out).tolist()):
+                    scores[row] = float(v)
+        return scores, truncated
+
+    def score(self, prompts: list[Prompt], responses: list[str]) -> list[RewardResult]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"classifier: {len(prompts)} prompts but {len(responses)} responses")
+        if not prompts:
+            return []
+        rendered = [rm_text(self.tokenizer, p.messages, r) for p, r in zip(prompts, responses)]
+        scores, truncated = self.score_texts([t for t, _ in rendered], [s for _, s in rendered])
+        return [RewardResult(s, info={"truncated": True} if tr else {}) for s, tr in zip(scores, truncated)]
