@@ -35,7 +35,11 @@ def test_ifeval_reader_and_prompts(tmp_path):
     (item,) = read_ifeval(p)
     assert item.key == "7" and item.instruction_id_list == ["punctuation:no_comma"]
     (prompt,) = load_prompts(p, "ifeval")
-    assert prompt.id == "ifeval-7" and prompt.text == "Write." and prompt.constraints[0].id == "punctuation:no_comma"
+    assert (
+        prompt.id == "ifeval-7"
+        and prompt.text == "Write."
+        and prompt.constraints[0].id == "punctuation:no_comma"
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,10 +70,14 @@ def test_alpaca_json_array_and_jsonl(tmp_path):
     assert [(i.instruction, i.output, i.generator) for i in items] == [("a", "A", "m"), ("b", None, None)]
     with pytest.raises(EvalFileError, match=r"model_outputs.json:2: missing field 'output'"):
         read_alpaca(arr, require_output=True)
-    dup = _jsonl(tmp_path / "dup.jsonl", [{"instruction": "a", "output": "1"}, {"instruction": "a", "output": "2"}])
+    dup = _jsonl(
+        tmp_path / "dup.jsonl", [{"instruction": "a", "output": "1"}, {"instruction": "a", "output": "2"}]
+    )
     with pytest.raises(EvalFileError, match="dup.jsonl:2: duplicate instruction"):
         outputs_by_instruction(read_alpaca(dup), "dup.jsonl")
-    (pr,) = load_prompts(_jsonl(tmp_path / "ae.jsonl", [{"instruction": "hi", "dataset": "vicuna"}]), "alpaca")
+    (pr,) = load_prompts(
+        _jsonl(tmp_path / "ae.jsonl", [{"instruction": "hi", "dataset": "vicuna"}]), "alpaca"
+    )
     assert pr.text == "hi" and pr.category == "vicuna"
 
 
@@ -85,7 +93,9 @@ def test_mtbench_reader(tmp_path):
     assert qs[0].question_id == "81" and qs[1].reference == ["r1", "r2"]
     prompts = load_prompts(p, "mtbench")
     assert prompts[0].meta["turns"] == ["t1", "t2"] and prompts[0].text == "t1"
-    bad = _jsonl(tmp_path / "mtbench.jsonl", [{"question_id": 1, "category": "x", "turns": ["a"]}, {"question_id": 2}])
+    bad = _jsonl(
+        tmp_path / "mtbench.jsonl", [{"question_id": 1, "category": "x", "turns": ["a"]}, {"question_id": 2}]
+    )
     with pytest.raises(EvalFileError, match="mtbench.jsonl:2: missing field 'turns'"):
         read_mtbench(bad)
 
@@ -94,7 +104,12 @@ def test_arena_v01_and_v2_rows(tmp_path):
     p = _jsonl(
         tmp_path / "arena.jsonl",
         [
-            {"question_id": "q1", "category": "arena-hard-v0.1", "cluster": "c", "turns": [{"content": "Hello"}]},
+            {
+                "question_id": "q1",
+                "category": "arena-hard-v0.1",
+                "cluster": "c",
+                "turns": [{"content": "Hello"}],
+            },
             {"uid": "u2", "category": "hard_prompt", "prompt": "World"},
         ],
     )
@@ -110,7 +125,11 @@ def test_default_format_prompt_records_and_trl_rows(tmp_path):
     p = _jsonl(
         tmp_path / "prompts.jsonl",
         [
-            {"id": "p1", "messages": [{"role": "user", "content": "x"}], "constraints": [{"id": "c", "kwargs": {}}]},
+            {
+                "id": "p1",
+                "messages": [{"role": "user", "content": "x"}],
+                "constraints": [{"id": "c", "kwargs": {}}],
+            },
             {"prompt": [{"role": "user", "content": "y"}]},
             {"prompt": "z", "id": "p3"},
         ],

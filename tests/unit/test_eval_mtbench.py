@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from evarl.eval.io import MTBenchQuestion
-from evarl.eval.mtbench import MTBenchAnswer, TurnGrade, answer_mtbench, grade_mtbench, mtbench_metrics, parse_rating
+from evarl.eval.mtbench import (
+    MTBenchAnswer,
+    TurnGrade,
+    answer_mtbench,
+    grade_mtbench,
+    mtbench_metrics,
+    parse_rating,
+)
 from evarl.generation.base import GenOutput, SamplingParams
 
 
@@ -85,7 +92,9 @@ class RatingJudge:
 
     def generate(self, conversations, params):
         self.prompts.extend(c[-1]["content"] for c in conversations)
-        return [[GenOutput(self.replies[i % len(self.replies)], 5, "stop")] for i in range(len(conversations))]
+        return [
+            [GenOutput(self.replies[i % len(self.replies)], 5, "stop")] for i in range(len(conversations))
+        ]
 
 
 def test_grade_mtbench_prompts_and_reference():

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evarl.eval.report import build_report, comparison_table, differing_config, load_run, round_summary
-from evarl.eval.report import write_round_markdown
+from evarl.eval.report import (
+    build_report,
+    comparison_table,
+    differing_config,
+    load_run,
+    round_summary,
+    write_round_markdown,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
