@@ -114,3 +114,82 @@ def test_teacher_demo_pairs() -> None:
     p = pairs[0]
     assert (p.prompt_id, p.chosen, p.rejected, p.chosen_reward) == ("a", "teacher answer", "student", None)
     assert p.meta == {"rule": "teacher_demo", "rejected_index": 0}
+
+
+# ---------------------------------------------------------------- H.2.1 rewriter (the pairs stage's optional step)
+
+
+class ScriptedGenerator:
+    """Returns one scripted output per conversation and records what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, outputs: list[tuple[str, str]]) -> None:
+        self.outputs = outputs
+        self.calls: list = []
+
+    def generate(self, conversations, params):
+        from evarl.generation.base import GenOutput
+
+        self.calls.append((conversations, params))
+        return [[GenOutput(text, len(text.split()), finish)] for text, finish in self.outputs]
+
+
+def test_rewriter_prompt_outcomes_and_safeguards() -> None:
+    from evarl.solver.rewrite import rewrite_chosen, rewrite_stats
+    from evarl.types import Pair
+
+    def pair(i: int, chosen: str = "A fine answer about {braces}.") -> Pair:
+        return Pair(
+            f"p{i}", [{"role": "user", "content": f"Question {i}?"}], chosen, "bad", 1.0, 0.0, {"rule": "x"}
+        )
+
+    pairs = [pair(i) for i in range(6)]
+    gen = ScriptedGenerator(
+        [
+            (
+                "#Rewritten Response#: A finer, more detailed answer about {braces}.",
+                "stop",
+            ),  # accepted, cleaned
+            ("", "stop"),  # empty
+            ("A finer answer that was cut", "length"),  # truncated
+            ("bad", "stop"),  # equals rejected
+            ("x" * 500, "stop"),  # too long
+            ("A fine answer about {braces}.", "stop"),  # unchanged
+        ]
+    )
+    out = rewrite_chosen(pairs, gen, seed=5, max_new_tokens=77)
+    convs, params = gen.calls[0]
+    assert params.n == 1 and params.seed == 5 and params.max_new_tokens == 77
+    text = convs[0][0]["content"]
+    assert (
+        "#Given Prompt#:\nQuestion 0?" in text and "#Given Response#:\nA fine answer about {braces}." in text
+    )
+    assert out[0].chosen == "A finer, more detailed answer about {braces}."
+    assert out[0].meta["original_chosen"] == pairs[0].chosen and out[0].meta["rule"] == "x"
+    assert [p.meta["rewrite"] for p in out] == [
+        "rewritten",
+        "kept: empty",
+        "kept: truncated",
+        "kept: equals rejected",
+        "kept: length",
+        "kept: unchanged",
+    ]
+    assert all(o.chosen == p.chosen for o, p in zip(out[1:], pairs[1:]))
+    assert all(o.rejected == "bad" for o in out)
+    assert rewrite_stats(out)["rewritten"] == 1
+    assert rewrite_chosen([], gen, 0, 8) == []
+
+
+def test_rewriter_template_checks(tmp_path) -> None:
+    import pytest
+
+    from evarl.solver.rewrite import load_rewrite_template
+
+    assert "{prompt}" in load_rewrite_template() and "{response}" in load_rewrite_template()
+    bad = tmp_path / "t.txt"
+    bad.write_text("only {prompt}")
+    with pytest.raises(ValueError, match=r"lacks placeholder\(s\) \{response\}"):
+        load_rewrite_template(str(bad))
+    with pytest.raises(FileNotFoundError):
+        load_rewrite_template("nope")
