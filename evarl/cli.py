@@ -56,7 +56,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
     for reg in ALL:
         if ns.kind and ns.kind not in (reg.kind, reg.kind.replace(" ", "-")):
             continue
-        print(f"{reg.kind}s — {reg.doc}:")
+        plural = reg.kind + ("es" if reg.kind.endswith("s") else "s")
+        print(f"{plural} — {reg.doc}:")
         for name in reg.names():
             print(f"  {name:<22} {reg.describe(name)}")
     try:

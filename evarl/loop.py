@@ -366,7 +366,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 if cfg.creator.mode == "scratch":
                     mixed = load_prompts(seed_path) + [p for p in _all_evolved(r, t)]
                 else:
-                    mixed = mix_prompts(evolved, x_prev, cfg.creator.mix_ratio, cfg.seed * 37 + t)
+                    # equal-size prompt sets each round (seed 001 appendix A): |X_t| = |X_{t-1}|
+                    mixed = mix_prompts(evolved, x_prev, cfg.creator.mix_ratio, cfg.seed * 37 + t, total=len(x_prev))
                 write_jsonl(rd / "train_prompts.jsonl", mixed)
                 return {
                     "prompts": len(mixed),
@@ -447,10 +448,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         def _train() -> dict[str, Any]:
             pairs = train_pairs()
             if not pairs:
-                raise RuntimeError(
-                    f"round {t}: no preference pairs (every prompt's responses tied or failed); see {rd / 'pairs.jsonl'}. "
-                    "Raise generation.n or generation.temperature, or lower solver.min_margin."
+                _log(
+                    f"round {t}: no preference pairs (every prompt's responses tied or failed), the policy is "
+                    "carried over unchanged; raise generation.n or generation.temperature, or lower solver.min_margin"
                 )
+                return {"skipped": "no pairs"}
             ref = read_jsonl(rd / "ref_logps.jsonl") if needs_ref else None
             models._gen = None  # free the generator's weights while training
             models._path = None
@@ -460,7 +462,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             return {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
 
         r.stage(f"{key}/train", _train, [rd / "train" / "model"])
-        policy_path = str(rd / "train" / "model")
+        if (rd / "train" / "model").exists():  # absent only when the round had no pairs
+            policy_path = str(rd / "train" / "model")
 
         if cfg.eval.enabled and heldout:
             r.stage(
