@@ -85,7 +85,7 @@ class CreatorConfig:
     sampler: str = "weighted"  # weighted | greedy
     sample_fraction: float = 0.25
     methods: list[str] = field(default_factory=lambda: ["evolinstruct", "constraint"])
-    num_evolutions: int = 2  # evolved children per sampled prompt
+    num_evolutions: int = 4  # evolved children per sampled prompt (4 x 25% keeps |X_t| = |X_{t-1}|)
     chain_depth: int = 1  # k successive evolutions for each child
     mix_ratio: float = 0.8  # fraction of evolved prompts in the next prompt set
     mode: str = "incremental"  # incremental (train from last checkpoint) | scratch (from theta_0 on all)
