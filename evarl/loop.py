@@ -342,6 +342,9 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     max_new_tokens=c.max_new_tokens,
                     num_children=c.num_evolutions,
                     chain_depth=c.chain_depth,
+                    keep_intermediate=c.keep_intermediate,
+                    tree_width=c.tree_width,
+                    max_constraints=c.max_constraints,
                 )
                 children = evolve_prompts(parents, c.methods, ctx)
                 kept, dropped = apply_filters(
@@ -367,7 +370,9 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     mixed = load_prompts(seed_path) + [p for p in _all_evolved(r, t)]
                 else:
                     # equal-size prompt sets each round (seed 001 appendix A): |X_t| = |X_{t-1}|
-                    mixed = mix_prompts(evolved, x_prev, cfg.creator.mix_ratio, cfg.seed * 37 + t, total=len(x_prev))
+                    mixed = mix_prompts(
+                        evolved, x_prev, cfg.creator.mix_ratio, cfg.seed * 37 + t, total=len(x_prev)
+                    )
                 write_jsonl(rd / "train_prompts.jsonl", mixed)
                 return {
                     "prompts": len(mixed),
@@ -375,6 +380,22 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 }
 
             r.stage(f"{key}/mix", _mix, [rd / "train_prompts.jsonl"])
+
+            if cfg.creator.score_prompts:  # appendix E: complexity and quality (1-5) of the new prompt set
+
+                def _prompt_scores() -> dict[str, Any]:
+                    from evarl.creator.scoring import score_prompts
+
+                    rows = score_prompts(
+                        load_prompts(rd / "train_prompts.jsonl"),
+                        models.creator(policy_path),
+                        cfg.seed * 53 + t,
+                    )
+                    write_jsonl(rd / "prompt_scores.jsonl", rows)
+                    ok = [x for x in rows if x.get("complexity") is not None]
+                    return {"scored": len(rows), "parsed": len(ok)}
+
+                r.stage(f"{key}/prompt_scores", _prompt_scores, [rd / "prompt_scores.jsonl"])
         else:  # "no evolve" ablation: the solver trains on the previous prompt set every round
             r.stage(
                 f"{key}/mix",
