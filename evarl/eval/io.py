@@ -3,7 +3,7 @@
 Formats (one JSON object per line unless noted):
 
 - IFEval (google/IFEval `input_data.jsonl`): `key`, `prompt`, `instruction_id_list`, `kwargs` (a list of dicts,
-  one per instruction).
+  one per instruction); optional `category` and `task` (evarl's shipped held-out set `evarl/data/heldout.jsonl`).
 - AlpacaEval (`model_outputs.json` is a JSON *array*; JSONL is accepted too): `instruction`, `output`,
   `generator`, optional `dataset`. An eval set without outputs needs only `instruction`.
 - MT-Bench (FastChat `question.jsonl`): `question_id`, `category`, `turns` (list of user turns, two in MT-Bench),
@@ -45,6 +45,8 @@ class IFEvalItem:
     prompt: str
     instruction_id_list: list[str]
     kwargs: list[dict[str, Any]]
+    category: str = ""  # evarl's shipped held-out set adds these two
+    task: str = ""
 
 
 @dataclass
@@ -172,6 +174,8 @@ def read_ifeval(path: str | Path) -> list[IFEvalItem]:
                 prompt=_require(obj, "prompt", str, where),
                 instruction_id_list=[str(i) for i in ids],
                 kwargs=kwargs,
+                category=str(obj.get("category") or ""),
+                task=str(obj.get("task") or ""),
             )
         )
     return items
@@ -296,9 +300,10 @@ def load_prompts(path: str | Path, fmt: str) -> list[Prompt]:
     if fmt == "ifeval":
         return [
             Prompt(
-                id=f"ifeval-{it.key}",
+                id=it.key,
                 messages=[{"role": "user", "content": it.prompt}],
-                task=it.prompt,
+                task=it.task or it.prompt,
+                category=it.category,
                 constraints=[Constraint(i, dict(k)) for i, k in zip(it.instruction_id_list, it.kwargs)],
                 meta={"key": it.key},
             )

@@ -156,6 +156,13 @@ def load_run(run_dir: Path) -> RunData:
         rd.train_log = _read_jsonl_tolerant(d / "train" / "train_log.jsonl", rd.notes)
         rounds[rd.idx] = rd
         notes.extend(f"{d.name}/{n}" if not n.startswith(d.name) else n for n in rd.notes)
+    planned = (config or {}).get("rounds")
+    if isinstance(planned, int) and not isinstance(planned, bool):
+        not_run = [t for t in range(1, planned + 1) if t not in rounds]
+        if not_run:
+            notes.append(
+                f"round(s) {', '.join(str(t) for t in not_run)} of {planned} not run yet (no directory); skipped"
+            )
     if not rounds:
         notes.append("no round-NNN directories yet")
     else:

@@ -35,11 +35,7 @@ def test_ifeval_reader_and_prompts(tmp_path):
     (item,) = read_ifeval(p)
     assert item.key == "7" and item.instruction_id_list == ["punctuation:no_comma"]
     (prompt,) = load_prompts(p, "ifeval")
-    assert (
-        prompt.id == "ifeval-7"
-        and prompt.text == "Write."
-        and prompt.constraints[0].id == "punctuation:no_comma"
-    )
+    assert prompt.id == "7" and prompt.text == "Write." and prompt.constraints[0].id == "punctuation:no_comma"
 
 
 @pytest.mark.parametrize(

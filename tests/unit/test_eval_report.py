@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,10 @@ def test_partial_run_is_reported_with_notes(tmp_path):
     assert res["html"].exists() and res["plots"]
     md = write_round_markdown(run_dir, 3).read_text()
     assert "pairs: —" in md and "| mean reward | 0.500 | 0.700 | — | — |" in md
+    # a round the config plans but that has not started
+    shutil.rmtree(run_dir / "round-003")
+    res3 = build_report([run_dir], tmp_path / "out3")
+    assert any("round(s) 3 of 3 not run yet" in n for n in res3["notes"])
     # a directory with nothing in it yet
     empty = tmp_path / "empty"
     empty.mkdir()
