@@ -95,6 +95,7 @@ def ctx(gen, **kw) -> EvolveContext:
         ('"She said "hi" to me"', '"She said "hi" to me"'),  # not a single wrapping pair
         ("   ", ""),
         ("#Rewritten Prompt#:", ""),
+        ('The prompt for the #Given Prompt# is:\n"Why is the sky blue?"', "Why is the sky blue?"),
     ],
 )
 def test_parse_rewrite(raw: str, text: str) -> None:

@@ -84,6 +84,7 @@ def parse_rewrite(raw: str) -> str:
     heads = list(_HEADER.finditer(text))
     if heads:
         text = text[heads[-1].end() :].strip()
+        text = re.sub(r"^(?:is|are|would be|reads|becomes)?\s*:\s*", "", text, flags=re.IGNORECASE)
     text = re.sub(r"^```[a-zA-Z]*\n?|\n?```$", "", text).strip()
     for _ in range(3):  # labels and preambles can be stacked: "Sure! Here it is:\nRewritten prompt: ..."
         before = text
