@@ -130,9 +130,9 @@ def informativeness(metric: str, rewards: dict[str, list[float]]) -> dict[str, f
         )
     out: dict[str, float] = {}
     for pid, rs in rewards.items():
-        if rs is None or isinstance(rs, str | bytes) or not isinstance(rs, Sequence):
+        if rs is None or isinstance(rs, str | bytes | dict) or not hasattr(rs, "__iter__"):
             raise TypeError(f"rewards[{pid!r}]: expected a list of numbers, got {type(rs).__name__}")
-        valid = valid_rewards(rs)
+        valid = valid_rewards(list(rs))
         if not valid:
             continue
         value = float(fn(valid))

@@ -417,3 +417,14 @@ def test_score_prompts_and_curriculum_stats() -> None:
     assert st["num_constraints_mean"] == pytest.approx(1 / 3)
     empty = curriculum_stats([], {}, None)
     assert empty["info"]["count"] == 0 and "complexity_mean" not in empty
+
+
+def test_context_from_config_reads_every_creator_field() -> None:
+    from evarl.config import CreatorConfig
+
+    c = CreatorConfig(temperature=0.3, max_new_tokens=17, num_evolutions=5, chain_depth=4,
+                      keep_intermediate=False, tree_width=7, max_constraints=2)  # fmt: skip
+    x = EvolveContext.from_config(c, FakeCreator(), round=2, seed=9)
+    assert (x.temperature, x.max_new_tokens, x.num_children, x.chain_depth) == (0.3, 17, 5, 4)
+    assert (x.keep_intermediate, x.tree_width, x.max_constraints, x.round, x.seed) == (False, 7, 2, 2, 9)
+    assert x.judge is None

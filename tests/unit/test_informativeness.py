@@ -67,6 +67,10 @@ def test_informativeness_excludes_failed_and_nan() -> None:
     assert out == {"a": 2.0, "c": 0.0}  # "b" has no valid reward: no estimate
 
 
+def test_informativeness_accepts_arrays() -> None:
+    assert informativeness("a_avg", {"a": np.array([1.0, 3.0, 2.0])}) == {"a": 1.0}
+
+
 def test_informativeness_bad_input() -> None:
     with pytest.raises(KeyError, match="unknown metric 'nope'"):
         informativeness("nope", {"a": [1.0]})

@@ -32,7 +32,26 @@ class EvolveContext:
     keep_intermediate: bool = True
     tree_width: int = 3  # tree-bon: candidates per node (Figure 11)
     judge: Generator | None = None  # tree-bon scorer; None = the creator model itself
-    max_constraints: int = 6  # constraint evolver: above this many it changes a constraint instead of adding
+    max_constraints: int = 6  # constraint evolver: at this many it changes a constraint instead of adding
+
+    @classmethod
+    def from_config(
+        cls, c: Any, generator: Generator, round: int, seed: int, judge: Generator | None = None
+    ) -> EvolveContext:
+        """The context for a `CreatorConfig` (every creator field the strategies read comes from it)."""
+        return cls(
+            generator=generator,
+            round=round,
+            seed=seed,
+            temperature=c.temperature,
+            max_new_tokens=c.max_new_tokens,
+            num_children=c.num_evolutions,
+            chain_depth=c.chain_depth,
+            keep_intermediate=c.keep_intermediate,
+            tree_width=c.tree_width,
+            judge=judge,
+            max_constraints=c.max_constraints,
+        )
 
 
 class Evolver(Protocol):
