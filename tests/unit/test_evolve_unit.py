@@ -95,6 +95,12 @@ def ctx(gen, **kw) -> EvolveContext:
         ('"She said "hi" to me"', '"She said "hi" to me"'),  # not a single wrapping pair
         ("   ", ""),
         ("#Rewritten Prompt#:", ""),
+        (
+            "#Rewritten Prompt#:\nPlan a week in Rome.\n\nThis rewritten prompt adds a time frame.",
+            "Plan a week in Rome.",
+        ),
+        ("Plan a trip.\n\nList three sights.\n\nNote: I added a list.", "Plan a trip.\n\nList three sights."),
+        ("Note: keep it short.", "Note: keep it short."),  # a lone paragraph is never commentary
         ('The prompt for the #Given Prompt# is:\n"Why is the sky blue?"', "Why is the sky blue?"),
     ],
 )

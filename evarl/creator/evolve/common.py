@@ -73,6 +73,12 @@ _PREAMBLE = re.compile(
     r"[^\n]{0,120}?\b(?:prompt|version|rewrite|rewritten|question|query|instruction)s?\b[^\n]{0,40}?:\s*",
     re.IGNORECASE,
 )
+# trailing commentary a chat model adds after the rewrite ("This rewritten prompt adds ...", "Note: ...")
+_COMMENTARY = re.compile(
+    r"^\s*(?:\*\*)?(?:note|explanation|changes(?: made)?|rationale)\b\s*(?:\*\*)?\s*:"
+    r"|^\s*(?:this|the|in this|my)\s+(?:rewritten|revised|new|created|evolved|modified)\s+(?:prompt|version|question)",
+    re.IGNORECASE,
+)
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("`", "`"), ("**", "**")]
 
 
@@ -86,6 +92,10 @@ def parse_rewrite(raw: str) -> str:
         text = text[heads[-1].end() :].strip()
         text = re.sub(r"^(?:is|are|would be|reads|becomes)?\s*:\s*", "", text, flags=re.IGNORECASE)
     text = re.sub(r"^```[a-zA-Z]*\n?|\n?```$", "", text).strip()
+    paras = re.split(r"\n\s*\n", text)
+    while len(paras) > 1 and _COMMENTARY.search(paras[-1]):
+        paras.pop()
+    text = "\n\n".join(paras).strip()
     for _ in range(3):  # labels and preambles can be stacked: "Sure! Here it is:\nRewritten prompt: ..."
         before = text
         text = _PREAMBLE.sub("", text, count=1).strip()
