@@ -420,6 +420,9 @@ def validate_config(cfg: RunConfig) -> list[str]:
         known(f"creator.filters[{i}]", f, FILTERS)
     pos("creator.num_evolutions", c.num_evolutions)
     pos("creator.chain_depth", c.chain_depth)
+    pos("creator.tree_width", c.tree_width)
+    pos("creator.max_constraints", c.max_constraints)
+    pos("creator.max_new_tokens", c.max_new_tokens)
     if c.mode not in ("incremental", "scratch"):
         e.append(f"creator.mode: must be incremental or scratch, got {c.mode!r}")
     if c.model != "policy":
