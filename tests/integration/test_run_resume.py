@@ -74,6 +74,20 @@ def _artifacts(run_dir: Path) -> dict[str, bytes]:
             continue
         if p.name in ("report.md", "summary.json") or p.name.endswith(".partial.jsonl"):
             continue
+        if (
+            p.name == "evarl_train_summary.json"
+        ):  # timings and where it resumed from differ; the rest must not
+            d = json.loads(p.read_text())
+            volatile = ("second", "time", "resumed")
+            out[rel] = json.dumps(
+                {k: v for k, v in d.items() if not any(w in k for w in volatile)}, sort_keys=True
+            ).encode()
+            continue
+        if p.name == "config.yaml":  # the two runs differ only by name
+            out[rel] = json.dumps(
+                {k: v for k, v in yaml.safe_load(p.read_text()).items() if k != "name"}
+            ).encode()
+            continue
         out[rel] = p.read_bytes()
     return out
 
