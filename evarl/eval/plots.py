@@ -138,7 +138,7 @@ def training_curves(steps: Sequence[dict], keys: Sequence[str], boundaries: Sequ
         ax = fig.add_subplot(rows, cols, i + 1)
         pts = [(s["global_step"], s[k]) for s in steps if isinstance(s.get(k), int | float)]
         xs, ys = zip(*pts)
-        ax.plot(xs, ys, lw=1.2)
+        ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) <= 30 else None, ms=3)
         for b in boundaries:
             ax.axvline(b, color="grey", ls="--", lw=0.8)
         _style(ax, k, "optimizer step", "")

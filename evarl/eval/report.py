@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from evarl.eval.io import _atomic_write, write_json
-from evarl.eval.stats import pearson, per_prompt_pearson, reward_stats
+from evarl.eval.stats import per_prompt_pearson, reward_stats
 
 ROUND_RE = re.compile(r"^round-(\d{3,})$")
 IFEVAL_KEYS = ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")
@@ -354,7 +354,21 @@ def _delta(h: dict[str, Any], base: dict[str, Any] | None, key: str, kind: str) 
     if not isinstance(a, int | float) or not isinstance(b, int | float):
         return "—"
     d = float(a) - float(b)
+    if kind == "int":
+        return f"{d:+.0f}"
     return f"{100 * d:+.1f}" if kind == "pct" else f"{d:+.3f}"
+
+
+def _counts(counts: dict[str, Any]) -> str:
+    """Stage counts for a table cell; nested counts (e.g. filter drops) show only their non-zero entries."""
+    parts = []
+    for k, v in sorted(counts.items()):
+        if isinstance(v, dict):
+            inner = ", ".join(f"{a} {b}" for a, b in sorted(v.items()) if b)
+            parts.append(f"{k}=({inner})" if inner else f"{k}=()")
+        else:
+            parts.append(f"{k}={_fmt(v) if isinstance(v, float) else v}")
+    return ", ".join(parts) or "—"
 
 
 def rounds_table(run: RunData) -> Table | None:
@@ -405,6 +419,26 @@ def rounds_table(run: RunData) -> Table | None:
             ]
         )
     return Table(headers, rows)
+
+
+def timings_table(run: RunData) -> Table | None:
+    """Seconds per stage (columns) and round (rows) from manifest.json, with a total per round."""
+    per_round: dict[str, dict[str, float]] = {}
+    stage_names: list[str] = []
+    for key, v in ((run.manifest or {}).get("stages") or {}).items():
+        if not isinstance(v, dict) or not isinstance(v.get("seconds"), int | float):
+            continue
+        where, _, stage = key.rpartition("/")
+        where = where or "setup"
+        per_round.setdefault(where, {})[stage] = float(v["seconds"])
+        if stage not in stage_names:
+            stage_names.append(stage)
+    if not per_round:
+        return None
+    rows = []
+    for where, st in per_round.items():
+        rows.append([where] + [_fmt(st.get(n)) for n in stage_names] + [f"{sum(st.values()):.1f}"])
+    return Table(["round"] + stage_names + ["total (s)"], rows)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -633,7 +667,7 @@ def write_round_markdown(run_dir: Path, round_idx: int) -> Path:
                     k,
                     str(v.get("status", "—")),
                     _fmt(v.get("seconds")),
-                    ", ".join(f"{a}={b}" for a, b in sorted((v.get("counts") or {}).items())) or "—",
+                    _counts(v.get("counts") or {}),
                 ]
                 for k, v in stages.items()
             ],
@@ -770,7 +804,12 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
         body.append(f"<h2>Run <code>{html.escape(run.name)}</code></h2>")
         body.append(f"<p>{html.escape(str(run.path))}; rounds found: {html.escape(_rounds_str(run))}</p>")
         md.append(f"{run.path}; rounds found: {_rounds_str(run)}")
-        for title, t in (("Held-out scores per round", heldout_table(run)), ("Rounds", rounds_table(run))):
+        tables = (
+            ("Held-out scores per round", heldout_table(run)),
+            ("Rounds", rounds_table(run)),
+            ("Stage timings (seconds, from manifest.json)", timings_table(run)),
+        )
+        for title, t in tables:
             if t is None:
                 continue
             md += ["", f"### {title}", "", t.to_md()]
@@ -836,8 +875,8 @@ __all__ = [
     "differing_config",
     "heldout_table",
     "load_run",
-    "pearson",
     "round_summary",
     "rounds_table",
+    "timings_table",
     "write_round_markdown",
 ]

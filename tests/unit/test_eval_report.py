@@ -236,6 +236,8 @@ def test_build_report_single_run(tmp_path):
     md = res["markdown"].read_text()
     assert "![Held-out scores per round (round 0 = base policy)](plots/a-heldout.png)" in md
     assert "| 0 (base θ_0) | 0.500 |" in md and "| 2 | 0.700 |" in md
+    assert "### Stage timings (seconds, from manifest.json)" in md
+    assert "| round-001 | 1.500 | 1.500 | 1.500 | 1.500 | 1.500 | 7.5 |" in md
     summary = json.loads(res["summary"].read_text())
     assert summary["runs"][0]["rounds"]["1"]["pairs"] == 3
     assert res["notes"] == []
