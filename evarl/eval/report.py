@@ -421,11 +421,16 @@ def rounds_table(run: RunData) -> Table | None:
     return Table(headers, rows)
 
 
+def _stages(run: RunData) -> dict[str, Any]:
+    st = (run.manifest or {}).get("stages")
+    return st if isinstance(st, dict) else {}
+
+
 def timings_table(run: RunData) -> Table | None:
     """Seconds per stage (columns) and round (rows) from manifest.json, with a total per round."""
     per_round: dict[str, dict[str, float]] = {}
     stage_names: list[str] = []
-    for key, v in ((run.manifest or {}).get("stages") or {}).items():
+    for key, v in _stages(run).items():
         if not isinstance(v, dict) or not isinstance(v.get("seconds"), int | float):
             continue
         where, _, stage = key.rpartition("/")
@@ -512,11 +517,11 @@ def _run_plots(run: RunData, slug: str) -> list[Plot]:
 
     def add(name: str, title: str, make: Any) -> None:
         try:
-            fig = make()
+            png = plots.to_png(make())
         except Exception as e:  # noqa: BLE001 - a bad figure is a note, not a crash
             run.notes.append(f"plot {name}: skipped ({type(e).__name__}: {e})")
             return
-        out.append(Plot(f"{slug}-{name}", title, plots.to_png(fig)))
+        out.append(Plot(f"{slug}-{name}", title, png))
 
     held = {r: run.rounds[r].heldout for r in rounds if run.rounds[r].heldout is not None}
     if held:
@@ -635,9 +640,12 @@ def _compare_plot(runs: Sequence[RunData]) -> Plot | None:
             series[label] = per_run
     if not series:
         return None
-    return Plot(
-        "compare-heldout", "Held-out scores per round, all runs", plots.to_png(plots.heldout_curves(series))
-    )
+    try:
+        png = plots.to_png(plots.heldout_curves(series))
+    except Exception as e:  # noqa: BLE001 - a bad figure is a note, not a crash
+        runs[0].notes.append(f"plot compare-heldout: skipped ({type(e).__name__}: {e})")
+        return None
+    return Plot("compare-heldout", "Held-out scores per round, all runs", png)
 
 
 # ---------------------------------------------------------------- outputs
@@ -656,7 +664,7 @@ def write_round_markdown(run_dir: Path, round_idx: int) -> Path:
     lines = [f"# {run.name}: round {round_idx}", ""]
     stages = {
         k.split("/", 1)[1]: v
-        for k, v in ((run.manifest or {}).get("stages") or {}).items()
+        for k, v in _stages(run).items()
         if isinstance(v, dict) and k.startswith(f"round-{round_idx:03d}/")
     }
     if stages:
@@ -775,6 +783,7 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     per_run_sections: list[tuple[RunData, list[Plot]]] = []
     for run, slug in zip(runs, slugs):
         per_run_sections.append((run, _run_plots(run, slug)))
+    cp = _compare_plot(runs) if len(runs) > 1 else None
     all_notes = [f"{r.name}: {n}" for r in runs for n in r.notes]
     if all_notes:
         md += ["", "## Notes", ""] + [f"- {n}" for n in all_notes]
@@ -794,7 +803,6 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
             )
             md += [caption, "", t.to_md()]
             body += [f"<p>{html.escape(caption)}</p>", t.to_html()]
-        cp = _compare_plot(runs)
         if cp is not None:
             all_plots.append(("compare", cp))
             md += ["", f"![{cp.title}](plots/{cp.name}.png)"]

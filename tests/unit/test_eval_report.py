@@ -283,3 +283,19 @@ def test_comparison_table_ablation_form(tmp_path):
     res = build_report([a, b], tmp_path / "cmp")
     assert (tmp_path / "cmp" / "plots" / "compare-heldout.png").exists()
     assert "creator.metric" in res["markdown"].read_text()
+
+
+def test_malformed_values_do_not_crash(tmp_path):
+    run_dir = make_run(tmp_path, "m", rounds=1)
+    (run_dir / "manifest.json").write_text(json.dumps({"stages": ["not", "a", "mapping"]}))
+    (run_dir / "round-001" / "eval.json").write_text(
+        json.dumps({"heldout": {"mean_reward": "oops", "ifeval": 3}})
+    )
+    _w(run_dir / "round-001" / "info.jsonl", [{"value": "high"}, {"value": None}, {"prompt_id": "x"}])
+    _w(run_dir / "round-001" / "train" / "train_log.jsonl", [{"step": "one", "loss": "nan?"}, {"loss": 0.5}])
+    (run_dir / "config.yaml").write_text("rounds: [unclosed")
+    res = build_report([run_dir], tmp_path / "out")
+    assert res["html"].exists()
+    assert any("config.yaml: unreadable" in n for n in res["notes"])
+    md = write_round_markdown(run_dir, 1).read_text()
+    assert "| mean reward | 0.500 | oops | — |" in md
