@@ -128,16 +128,17 @@ def _require(obj: dict[str, Any], key: str, types: type | tuple[type, ...], wher
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomic, deterministic JSON write (sorted keys, 2-space indent, trailing newline)."""
-    return _atomic_write(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Atomic, deterministic JSONL write (sorted keys)."""
     text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
-    return _atomic_write(Path(path), text)
+    return write_text(Path(path), text)
 
 
-def _atomic_write(path: Path, text: str) -> Path:
+def write_text(path: Path, text: str) -> Path:
+    """Atomic text write: a temp file in the same folder, renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evarl.eval.io import _atomic_write, write_json
+from evarl.eval.io import write_json, write_text
 from evarl.eval.stats import per_prompt_pearson, reward_stats
 
 ROUND_RE = re.compile(r"^round-(\d{3,})$")
@@ -744,7 +744,7 @@ def write_round_markdown(run_dir: Path, round_idx: int) -> Path:
     if rd.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in rd.notes]
     rdir.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(rdir / "report.md", "\n".join(lines) + "\n")
+    return write_text(rdir / "report.md", "\n".join(lines) + "\n")
 
 
 _CSS = """
@@ -836,8 +836,8 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
         "<body>" + "\n".join(body) + "</body></html>\n"
     )
-    html_path = _atomic_write(out_dir / "report.html", page)
-    md_path = _atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
+    html_path = write_text(out_dir / "report.html", page)
+    md_path = write_text(out_dir / "report.md", "\n".join(md) + "\n")
     summary = {
         "runs": [
             {
