@@ -232,36 +232,52 @@ def _eval_pairwise(ns: argparse.Namespace, prompts: list, out: Path) -> dict[str
         result["reward_length_pearson"] = pearson([res[k].score for k in ok], [len(outputs[k]) for k in ok])
     judge = _judge(ns)
     if judge is not None:
-        base = outputs_by_instruction(
-            read_alpaca(ns.baseline_outputs, require_output=True), ns.baseline_outputs
-        )
-        missing = [i for i in instructions if i not in base]
-        if missing:
-            raise ConfigError(
-                [
-                    f"--baseline-outputs: {len(missing)} instruction(s) have no baseline output, e.g. {missing[0][:60]!r}"
-                ]
-            )
+        baseline_texts, baseline_name = _baseline(ns, prompts, instructions)
         tpl = load_template(ns.judge_template or "pairwise", TEMPLATE_SLOTS)
         jp = SamplingParams(1, 0.0, 1.0, ns.judge_max_new_tokens or 16, ns.seed)
         judgements = judge_pairwise(
             judge,
             instructions,
             outputs,
-            [base[i].output or "" for i in instructions],
+            baseline_texts,
             [p.id for p in prompts],
             tpl,
             jp,
         )
         write_jsonl(out / "judgements.jsonl", [x.to_dict() for x in judgements])
         wr = summarize_judgements(judgements, n_boot=ns.bootstrap, seed=ns.seed)
-        wr["baseline"] = next(
-            (base[i].generator for i in instructions if base[i].generator), ns.baseline_outputs
-        )
+        wr["baseline"] = baseline_name
         wr["judge"] = ns.judge_model or ns.judge
         write_json(out / "winrate.json", wr)
         result["winrate"] = wr
     return result
+
+
+def _baseline(ns: argparse.Namespace, prompts: list, instructions: list[str]) -> tuple[list[str], str]:
+    """Baseline outputs in prompt order: AlpacaEval rows matched on `instruction`, or (arena) Arena-Hard
+    model answers matched on `question_id`."""
+    from evarl.eval.io import is_model_answers_file, outputs_by_instruction, read_model_answers
+
+    path = ns.baseline_outputs
+    if ns.fmt == "arena" and is_model_answers_file(path):
+        by_qid = read_model_answers(path)
+        qids = [str(p.meta.get("question_id")) for p in prompts]
+        missing = [q for q in qids if q not in by_qid]
+        if missing:
+            raise ConfigError(
+                [f"--baseline-outputs: {len(missing)} question(s) have no answer, e.g. {missing[0]}"]
+            )
+        return [by_qid[q] for q in qids], Path(path).stem
+    base = outputs_by_instruction(read_alpaca(path, require_output=True), Path(path).name)
+    missing = [i for i in instructions if i not in base]
+    if missing:
+        raise ConfigError(
+            [
+                f"--baseline-outputs: {len(missing)} instruction(s) have no baseline output, e.g. {missing[0][:60]!r}"
+            ]
+        )
+    name = next((base[i].generator for i in instructions if base[i].generator), None) or Path(path).stem
+    return [base[i].output or "" for i in instructions], name
 
 
 def _eval_mtbench(ns: argparse.Namespace, out: Path) -> dict[str, Any]:

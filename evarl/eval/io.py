@@ -386,3 +386,36 @@ def fill_template(template: str, **fields: str) -> str:
     """Substitute `{name}` slots in one pass: braces inside the inserted answers and code are left alone,
     and inserted text is never scanned for slots again. Unknown slots stay as written."""
     return re.sub(r"\{(\w+)\}", lambda m: fields.get(m.group(1), m.group(0)), template)
+
+
+def read_model_answers(path: str | Path) -> dict[str, str]:
+    """Arena-Hard / FastChat model answers (`question_id`, `choices[0].turns[0]`), first turn by question id.
+
+    A turn is a string (FastChat) or `{"content": str}` (Arena-Hard). Duplicate question ids are an error.
+    """
+    name = Path(path).name
+    out: dict[str, str] = {}
+    for line, obj in read_jsonl(path):
+        where = f"{name}:{line}"
+        qid = obj.get("question_id", obj.get("uid"))
+        if qid is None:
+            raise EvalFileError(f"{where}: missing field 'question_id' (or 'uid')")
+        choices = _require(obj, "choices", list, where)
+        turns = choices[0].get("turns") if choices and isinstance(choices[0], dict) else None
+        if not isinstance(turns, list) or not turns:
+            raise EvalFileError(f"{where}: field 'choices[0].turns' must be a non-empty list")
+        first = turns[0].get("content") if isinstance(turns[0], dict) else turns[0]
+        if not isinstance(first, str):
+            raise EvalFileError(
+                f"{where}: field 'choices[0].turns[0]' must be a string or {{'content': str}}"
+            )
+        if str(qid) in out:
+            raise EvalFileError(f"{where}: duplicate question_id {qid!r}")
+        out[str(qid)] = first
+    return out
+
+
+def is_model_answers_file(path: str | Path) -> bool:
+    """True when the first record has `choices` (Arena-Hard / FastChat answers), not AlpacaEval `output`."""
+    rows = read_records(path)
+    return bool(rows) and "choices" in rows[0][1] and "output" not in rows[0][1]
