@@ -313,6 +313,12 @@ def _eval_mtbench(ns: argparse.Namespace, out: Path) -> dict[str, Any]:
     metrics = mtbench_metrics(grades)
     metrics["judge"] = ns.judge_model or ns.judge
     write_json(out / "mtbench.json", metrics)
+    cats = {c: v for c, v in metrics["categories"].items() if v is not None}
+    if len(cats) >= 3:  # seed 001 Figure 7
+        from evarl.eval.plots import category_radar, to_png
+
+        (out / "mtbench_radar.png").write_bytes(to_png(category_radar({_model_name(ns): cats})))
+        result["radar"] = str(out / "mtbench_radar.png")
     result["mtbench"] = metrics
     return result
 

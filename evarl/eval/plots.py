@@ -151,3 +151,29 @@ def _colors(n: int) -> list:
 
     cmap = colormaps["tab20" if n > 10 else "tab10"]
     return [cmap(i % cmap.N) for i in range(n)]
+
+
+def category_radar(
+    scores: Mapping[str, Mapping[str, float | None]], scale: tuple[float, float] = (0, 10)
+) -> Figure:
+    """MT-Bench per-category scores as a radar chart, one polygon per model (seed 001 Figure 7).
+
+    `scores[model][category]`; categories missing for a model (all grades failed) are drawn at the centre.
+    """
+    import math
+
+    cats = sorted({c for s in scores.values() for c in s})
+    if len(cats) < 3:
+        raise ValueError(f"a radar chart needs at least 3 categories, got {len(cats)}")
+    angles = [2 * math.pi * k / len(cats) for k in range(len(cats))]
+    fig = Figure(figsize=(5.0, 5.0))
+    ax = fig.add_subplot(1, 1, 1, projection="polar")
+    for model, s in scores.items():
+        vals = [s.get(c) if s.get(c) is not None else scale[0] for c in cats]
+        ax.plot(angles + angles[:1], vals + vals[:1], marker="o", ms=3, label=model)
+        ax.fill(angles + angles[:1], vals + vals[:1], alpha=0.1)
+    ax.set_xticks(angles, cats, fontsize=8)
+    ax.set_ylim(*scale)
+    ax.set_title("MT-Bench score per category", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.25, 1.1))
+    return fig

@@ -120,3 +120,14 @@ def test_grade_mtbench_prompts_and_reference():
     assert m["turn_1"] == 9.0 and m["turn_2"] == pytest.approx(3.5) and m["n_failed"] == 1
     with pytest.raises(ValueError, match="out of order"):
         grade_mtbench(judge, qs, list(reversed(ans)))
+
+
+def test_category_radar_renders_png():
+    from evarl.eval.plots import category_radar, to_png
+
+    fig = category_radar(
+        {"m0": {"math": 4.0, "coding": 5.0, "writing": None}, "m1": {"math": 6.0, "coding": 7.0}}
+    )
+    assert to_png(fig).startswith(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match="at least 3 categories"):
+        category_radar({"m": {"math": 1.0}})
