@@ -38,7 +38,7 @@ def add_subcommands(subparsers: Any) -> None:
     e = subparsers.add_parser(
         "eval",
         help="evaluate a model: held-out reward + IFEval, win rate vs a baseline, MT-Bench grades",
-        description=__doc__.split("\n\n")[1],
+        description="\n\n".join(__doc__.split("\n\n")[1:3]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     m = e.add_argument_group("model under evaluation")
