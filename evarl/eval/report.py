@@ -302,10 +302,11 @@ class Table:
             lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |")
         return "\n".join(lines)
 
-    def to_html(self) -> str:
+    def to_html(self, wrap: bool = False) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        cls = ' class="text"' if wrap else ""
+        return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 HELDOUT_COLUMNS: list[tuple[str, str, str]] = [
@@ -444,6 +445,73 @@ def timings_table(run: RunData) -> Table | None:
     for where, st in per_round.items():
         rows.append([where] + [_fmt(st.get(n)) for n in stage_names] + [f"{sum(st.values()):.1f}"])
     return Table(["round"] + stage_names + ["total (s)"], rows)
+
+
+def _clip(text: Any, n: int = 240) -> str:
+    t = " ".join(str(text or "").split())
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _prompt_text(row: dict[str, Any]) -> str:
+    msgs = row.get("messages")
+    if isinstance(msgs, list):
+        users = [m.get("content", "") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
+        if users:
+            return str(users[-1])
+    return str(row.get("task") or row.get("prompt") or "")
+
+
+def evolved_examples_table(run: RunData, per_round: int = 3) -> Table | None:
+    """A few evolved prompts per round beside their parents, so a reader can judge what the creator made."""
+    rows = []
+    for r in sorted(run.rounds):
+        rd = run.rounds[r]
+        evolved = rd.rows("evolved.jsonl") or []
+        if not evolved:
+            continue
+        parents = {
+            p.get("id"): p for p in (rd.rows("sampled.jsonl") or []) + (rd.rows("prompts.jsonl") or [])
+        }
+        for e in evolved[:per_round]:
+            parent = parents.get(e.get("parent_id"))
+            rows.append(
+                [
+                    str(r),
+                    str(e.get("method") or "—"),
+                    _fmt(e.get("depth")),
+                    _clip(_prompt_text(parent)) if parent else "—",
+                    _clip(_prompt_text(e)),
+                ]
+            )
+    return Table(["round", "method", "depth", "parent", "evolved prompt"], rows) if rows else None
+
+
+def heldout_examples_table(run: RunData, n: int = 3) -> Table | None:
+    """The first held-out responses of the base policy and of the last evaluated round, with their rewards."""
+    evaluated = [r for r in sorted(run.rounds) if r > 0 and run.rounds[r].rows("eval_generations.jsonl")]
+    base_rows = run.rounds[0].rows("eval_generations.jsonl") if 0 in run.rounds else None
+    if not evaluated or not base_rows:
+        return None
+    last = evaluated[-1]
+    after = {
+        (g.get("prompt_id"), g.get("index")): g for g in run.rounds[last].rows("eval_generations.jsonl") or []
+    }
+    rows = []
+    for g in base_rows[:n]:
+        a = after.get((g.get("prompt_id"), g.get("index")))
+        if a is None:
+            continue
+        rows.append(
+            [
+                str(g.get("prompt_id")),
+                _clip(g.get("text"), 300),
+                _fmt(g.get("reward")),
+                _clip(a.get("text"), 300),
+                _fmt(a.get("reward")),
+            ]
+        )
+    headers = ["prompt", "base response", "base reward", f"round {last} response", f"round {last} reward"]
+    return Table(headers, rows) if rows else None
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -755,6 +823,8 @@ table{border-collapse:collapse;margin:.8em 0;font-size:.85em;display:block;overf
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+table.text td{white-space:normal;text-align:left;min-width:8em;max-width:32em;vertical-align:top}
+details pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
 figcaption{font-size:.85em;color:#555}.notes{background:#fff8e1;border:1px solid #f0d98c;padding:.5em 1em}
 code{background:#f5f5f5;padding:0 .2em}
 """
@@ -826,6 +896,18 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
             all_plots.append((run.name, p))
             md += ["", f"### {p.title}", "", f"![{p.title}](plots/{p.name}.png)"]
             body += [f"<h3>{html.escape(p.title)}</h3>", _figure_html(p)]
+        for title, t in (
+            ("Evolved prompts (examples: parent → child)", evolved_examples_table(run)),
+            ("Held-out responses: base policy vs last evaluated round", heldout_examples_table(run)),
+        ):
+            if t is not None:
+                md += ["", f"### {title}", "", t.to_md()]
+                body += [f"<h3>{html.escape(title)}</h3>", t.to_html(wrap=True)]
+        cfg_path = run.path / "config.yaml"
+        if cfg_path.exists():
+            text = cfg_path.read_text(encoding="utf-8", errors="replace")
+            md += ["", "### Config", "", "```yaml", text.rstrip(), "```"]
+            body.append(f"<details><summary>config.yaml</summary><pre>{html.escape(text)}</pre></details>")
     for _, p in all_plots:
         plot_dir.mkdir(parents=True, exist_ok=True)
         path = plot_dir / f"{p.name}.png"

@@ -47,7 +47,10 @@ def _eval(path: Path, mean: float, prompt_loose: float, rewards: list[float]) ->
     (path / "eval.json").write_text(json.dumps({"heldout": h}))
     _w(
         path / "eval_generations.jsonl",
-        [{"prompt_id": f"h{i}", "index": 0, "reward": r, "failed": False} for i, r in enumerate(rewards)],
+        [
+            {"prompt_id": f"h{i}", "index": 0, "text": f"resp {i}", "reward": r, "failed": False}
+            for i, r in enumerate(rewards)
+        ],
     )
 
 
@@ -91,6 +94,7 @@ def make_run(root: Path, name: str, rounds: int = 2, metric: str = "a_min", gain
                 "messages": [],
                 "method": "constraint",
                 "depth": 1,
+                "task": f"evolved from {ids[0]}",
                 "parent_id": ids[0],
                 "category": "coding",
             },
@@ -237,6 +241,10 @@ def test_build_report_single_run(tmp_path):
     assert "![Held-out scores per round (round 0 = base policy)](plots/a-heldout.png)" in md
     assert "| 0 (base θ_0) | 0.500 |" in md and "| 2 | 0.700 |" in md
     assert "### Stage timings (seconds, from manifest.json)" in md
+    assert "| 1 | constraint | 1 | r1p0 | evolved from r1p0 |" in md
+    assert "| h0 | resp 0 | 0.400 | resp 0 | 0.500 |" in md  # base vs round 2 on the same prompt
+    assert "```yaml\ncreator:\n  metric: a_min" in md
+    assert "<details><summary>config.yaml</summary>" in page
     assert "| round-001 | 1.500 | 1.500 | 1.500 | 1.500 | 1.500 | 7.5 |" in md
     summary = json.loads(res["summary"].read_text())
     assert summary["runs"][0]["rounds"]["1"]["pairs"] == 3
