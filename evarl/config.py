@@ -117,7 +117,9 @@ class SolverConfig:
     loss: str = "dpo"  # see `evarl list`
     preset: str | None = None  # appendix-A presets: dpo | sppo | simpo | orpo
     beta: float = 0.1
-    gamma: float = 0.5  # SimPO target margin gamma (absolute, as in the SimPO equation; appendix A: 5 with beta 10)
+    gamma: float = (
+        0.5  # SimPO target margin gamma (absolute, as in the SimPO equation; appendix A: 5 with beta 10)
+    )
     lam: float = 0.1  # ORPO lambda
     nll_weight: float = 1.0  # dpo-nll
     label_smoothing: float = 0.0
@@ -154,11 +156,31 @@ class EvalConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """Online eva (seed 001 §3 and appendix A): evolve per mini-batch with the prioritized generative buffer."""
+
+    solver: str = "rloo"  # rloo | online_dpo (OAIF: best/worst-of-n pairs per mini-batch, a solver.loss)
+    steps: int = 8  # optimizer steps
+    batch_prompts: int = 8  # prompts per mini-batch (paper: 8)
+    buffer_size: int = 32  # paper: 3200
+    ratio_evol: float = 0.5  # mix-up: share of each mini-batch drawn from the buffer
+    evolve_top_fraction: float = 0.5  # evolve the top 50% most informative prompts of each mini-batch
+    n_new: int = 4  # children per evolved prompt (warm-up / mix-up)
+    n_new_bootstrap: int = 2  # children per evolved prompt once the dataset is exhausted
+    metric: str = "a_avg"  # informativeness used online (A*_avg is the paper's online default)
+    kl_coef: float = 0.05  # RLOO: beta of the per-sequence KL shaping (0 = no reference model)
+    learning_rate: float = 1e-6
+    warmup_steps: int = 1
+    save_every: int = 2  # steps between resumable checkpoints
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     output_dir: str = "runs"
     seed: int = 0
     rounds: int = 2
+    algorithm: str = "offline"  # offline (rounds of the eva loop) | online (evolve per mini-batch, RLOO/OAIF)
     threads: int = 0  # torch threads; 0 = torch default
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -167,6 +189,7 @@ class RunConfig:
     creator: CreatorConfig = field(default_factory=CreatorConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -325,7 +348,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(data, str(path) if path else None)
 
 
-def check_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
+def check_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[RunConfig, list[str]]:
     """Structural and semantic problems together (for `evarl validate`): every bad field in one report."""
     data = load_yaml(path) if path else {}
     data = _merge(data, parse_overrides(overrides or []))
@@ -369,6 +394,21 @@ def validate_config(cfg: RunConfig) -> list[str]:
             e.append(f"{path}: unknown {reg.kind} {v!r}; known: {', '.join(reg.names())}")
 
     pos("rounds", cfg.rounds)
+    if cfg.algorithm not in ("offline", "online"):
+        e.append(f"algorithm: must be offline or online, got {cfg.algorithm!r}")
+    o = cfg.online
+    if o.solver not in ("rloo", "online_dpo"):
+        e.append(f"online.solver: must be rloo or online_dpo, got {o.solver!r}")
+    for f_ in ("steps", "batch_prompts", "buffer_size", "n_new", "save_every", "learning_rate"):
+        pos(f"online.{f_}", getattr(o, f_))
+    pos("online.n_new_bootstrap", o.n_new_bootstrap, strict=False)
+    pos("online.kl_coef", o.kl_coef, strict=False)
+    pos("online.warmup_steps", o.warmup_steps, strict=False)
+    frac("online.ratio_evol", o.ratio_evol)
+    frac("online.evolve_top_fraction", o.evolve_top_fraction)
+    known("online.metric", o.metric, METRICS)
+    if cfg.algorithm == "online" and o.solver == "rloo" and cfg.generation.n < 2:
+        e.append("generation.n: RLOO needs at least 2 responses per prompt")
     if not cfg.name or "/" in cfg.name:
         e.append(f"name: must be a non-empty name without '/', got {cfg.name!r}")
     _check_model_path(cfg.model.path, "model.path", e)

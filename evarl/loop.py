@@ -504,6 +504,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     summary = summarize(r, cfg, time.time() - t_start)
     write_json(r.dir / "summary.json", summary)
+    try:  # the whole-run page: report.html + plots/ + report.md (a plotting problem never fails a finished run)
+        from evarl.eval.report import build_report
+
+        build_report([r.dir], r.dir)
+    except Exception as e:  # noqa: BLE001
+        _log(f"report.html could not be built ({e}); run `evarl report {r.dir}`")
     print_summary(summary)
     return summary
 
@@ -569,7 +575,7 @@ def print_summary(s: dict[str, Any]) -> None:
             f"  round {rd['round']}: prompts {rd['prompts']}, evolved {rd['evolved_kept']}, pairs {rd['pairs']}, "
             f"train reward {rd['train_reward']}  held-out {fmt(rd['heldout'])}"
         )
-    lines.append(f"  report: {s['run_dir']}/round-{len(s['rounds']):03d}/report.md")
+    lines.append(f"  report: {s['run_dir']}/report.html  (per round: round-00t/report.md)")
     print("\n".join(lines), flush=True)
 
 

@@ -67,7 +67,11 @@ SAMPLERS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
 
 
 def _registry() -> tuple[dict[str, Any], dict[str, set[str]]]:
+    import langdetect
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS, INSTRUCTION_DICT
+
+    # langdetect (the case and language checkers) is random unless seeded: rewards must be reproducible
+    langdetect.DetectorFactory.seed = 0
 
     return INSTRUCTION_DICT, INSTRUCTION_CONFLICTS
 

@@ -1,0 +1,386 @@
+"""Online eva (seed 001 §3 "Prioritized Generative Buffer", §4 Table 1, appendix A): the creator evolves per
+mini-batch while an online solver (RLOO, or online DPO / OAIF with best-vs-worst pairs) trains on-policy.
+
+    for step s = 1..S:
+        phase     warm-up (buffer filling) | mix-up (buffer full) | bootstrap (dataset exhausted)
+        batch     warm-up: B prompts from D;  mix-up: ratio_evol*B from the buffer by priority + rest from D;
+                  bootstrap: B from the buffer
+        generate  n responses per prompt with pi_theta (the model being trained)
+        score     r(x, y); informativeness A*(x) (A*_avg by default)
+        train     one optimizer step: RLOO (leave-one-out baseline, optional KL shaping) or online DPO
+        creator   evolve n_new children (n_new_bootstrap in bootstrap) from the top 50% informative prompts,
+                  filter, add to the buffer with their parent's priority; pop the trained buffer prompts
+
+Files under `runs/<name>/online/`: `steps.jsonl` (one row per step: phase, rewards, loss, buffer size, ...),
+`evolved.jsonl` (every kept child with lineage), `state/` (model, optimizer, buffer, dataset pointer: saved every
+`online.save_every` steps; a rerun resumes there), `model/` (final policy), and `eval.json` next to the base
+policy's `round-000/eval.json`. Every random choice of step s is seeded from (seed, s) alone, so a resumed run
+repeats exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from evarl.config import ConfigError, RunConfig, validate_config
+from evarl.data_io import read_json, read_jsonl, write_json, write_jsonl
+from evarl.generation.base import SamplingParams
+from evarl.runs import Run
+from evarl.types import Completion, Prompt, Scored
+
+
+def _log(msg: str) -> None:
+    print(f"[evarl online {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _seq_logps(
+    model: Any, tokenizer: Any, prompts: list[Prompt], texts: list[str], cfg: Any, micro: int
+) -> Any:
+    """Summed response log-probs of (prompt, response) sequences, in micro-batches (grad flows if enabled)."""
+    import torch
+
+    from evarl.solver.logprobs import collate_sequences, encode_prompt, encode_response, response_logps
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    for s in range(0, len(texts), micro):
+        ps, rs = [], []
+        for p, t in zip(prompts[s : s + micro], texts[s : s + micro]):
+            pid = encode_prompt(tokenizer, p.messages, min(cfg.max_prompt_length, cfg.max_length - 1))
+            ps.append(pid)
+            rs.append(encode_response(tokenizer, t, cfg.max_length - len(pid)))
+        b = collate_sequences(ps, rs, pad)
+        sums, _ = response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"])
+        out.append(sums)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _save_state(d: Path, model: Any, optimizer: Any, buffer: Any, meta: dict[str, Any]) -> None:
+    import torch
+    from safetensors.torch import save_model
+
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".state.", dir=d.parent))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        write_jsonl(tmp / "buffer.jsonl", buffer.to_rows())
+        write_json(tmp / "meta.json", meta)
+        if d.exists():
+            shutil.rmtree(d)
+        os.replace(tmp, d)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    errors = validate_config(cfg)
+    if errors:
+        raise ConfigError(errors)
+    import torch
+    from safetensors.torch import load_model
+
+    from evarl.creator.buffer import GenerativeBuffer, phase
+    from evarl.creator.evolve import evolve_prompts
+    from evarl.creator.evolve.base import EvolveContext
+    from evarl.creator.filters import apply_filters
+    from evarl.creator.informativeness import informativeness
+    from evarl.creator.sampling import sample_prompts
+    from evarl.eval.heldout import evaluate_heldout
+    from evarl.generation.hf import HFGenerator
+    from evarl.loop import _eval, seed_prompts
+    from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+    from evarl.registry import LOSSES
+    from evarl.rewards import build_reward
+    from evarl.solver.losses import LossInputs
+    from evarl.solver.pairs import build_pairs
+    from evarl.solver.rloo import rloo_loss
+    from evarl.solver.trainer import _build_model, _build_optimizer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    o, g, sc = cfg.online, cfg.generation, cfg.solver
+    r = Run(cfg).open()
+    out = r.dir / "online"
+    out.mkdir(parents=True, exist_ok=True)
+    base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
+    tok = load_tokenizer(base_path, cfg.model.trust_remote_code)
+
+    seed_path, held_path = r.dir / "seed_prompts.jsonl", r.dir / "heldout_prompts.jsonl"
+
+    def _seed() -> dict[str, Any]:
+        train, held = seed_prompts(cfg)
+        write_jsonl(seed_path, train)
+        write_jsonl(held_path, held)
+        return {"train": len(train), "heldout": len(held)}
+
+    r.stage("seed", _seed, [seed_path, held_path])
+    dataset = [Prompt.from_dict(x) for x in read_jsonl(seed_path)]
+    heldout = [Prompt.from_dict(x) for x in read_jsonl(held_path)]
+    order = list(range(len(dataset)))
+    random.Random(f"online-order|{cfg.seed}").shuffle(order)
+    eval_params = SamplingParams(1, cfg.eval.temperature, g.top_p, cfg.eval.max_new_tokens, cfg.seed)
+
+    def reward_for(gen: Any) -> Any:
+        self_judge = any(
+            s.name in ("judge", "pairwise") and s.model in (None, "policy") for s in cfg.reward.sources
+        )
+        return build_reward(cfg.reward, policy=gen if self_judge else None, policy_tokenizer=tok)
+
+    if cfg.eval.enabled and cfg.eval.baseline and heldout:
+        r0 = r.round_dir(0)
+
+        def _base_eval() -> dict[str, Any]:
+            gen = HFGenerator.from_path(base_path, cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code)
+            return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, r0)
+
+        r.stage("round-000/eval", _base_eval, [r0 / "eval.json"])
+
+    if not r.done("online/train"):
+        model = _build_model(base_path, sc)
+        model.config.use_cache = True  # the same model generates
+        optimizer = _build_optimizer(model, _OptCfg(sc, o.learning_rate))
+        gen = HFGenerator(model, tok, g.batch_size)
+        reward = reward_for(gen)
+        ref = None
+        if (o.solver == "rloo" and o.kl_coef > 0) or (
+            o.solver == "online_dpo" and getattr(LOSSES.get(sc.loss), "needs_reference", True)
+        ):
+            ref = load_causal_lm(base_path, cfg.model.dtype, cfg.model.trust_remote_code).eval()
+        buffer = GenerativeBuffer(o.buffer_size)
+        start, pointer = 0, 0
+        state = out / "state"
+        if (state / "meta.json").exists():
+            meta = read_json(state / "meta.json")
+            load_model(model, str(state / "model.safetensors"))
+            optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
+            buffer = GenerativeBuffer.from_rows(o.buffer_size, read_jsonl(state / "buffer.jsonl"))
+            start, pointer = int(meta["step"]), int(meta["pointer"])
+            _log(f"resuming at step {start + 1} from {state}")
+            _truncate_jsonl(out / "steps.jsonl", start)
+            _truncate_jsonl(out / "evolved.jsonl", start, key="online_step")
+        r.manifest["stages"].setdefault("online/train", {})["status"] = "running"
+        r._save()
+        t0 = time.time()
+        from tqdm import tqdm
+
+        bar = tqdm(
+            range(start, o.steps),
+            desc="online eva",
+            unit="step",
+            disable=not progress,
+            initial=start,
+            total=o.steps,
+        )
+        for step in bar:
+            s = step + 1
+            rng = random.Random(f"online|{cfg.seed}|{s}")
+            ph = phase(buffer, len(dataset) - pointer)
+            if ph == "bootstrap" and len(buffer) == 0:
+                _log(f"step {s}: dataset exhausted and buffer empty; stopping early")
+                break
+            n_buf = {
+                "warmup": 0,
+                "mixup": round(o.batch_prompts * o.ratio_evol),
+                "bootstrap": o.batch_prompts,
+            }[ph]
+            from_buf = buffer.sample(n_buf, rng) if n_buf else []
+            n_d = min(o.batch_prompts - len(from_buf), len(dataset) - pointer)
+            batch = from_buf + [dataset[order[i]] for i in range(pointer, pointer + n_d)]
+            pointer += n_d
+
+            # ---- solver: generate on-policy, score, one optimizer step
+            params = SamplingParams(g.n, g.temperature, g.top_p, g.max_new_tokens, cfg.seed * 7919 + s)
+            outs = gen.generate([p.messages for p in batch], params)
+            flat_p = [p for p, row in zip(batch, outs) for _ in row]
+            flat_t = [x.text for row in outs for x in row]
+            res = reward.score(flat_p, flat_t)
+            comps = [
+                Completion(p.id, j, x.text, x.num_tokens, x.finish_reason)
+                for p, row in zip(batch, outs)
+                for j, x in enumerate(row)
+            ]
+            scores = [
+                Scored(c.prompt_id, c.index, None if rr.failed else float(rr.score), rr.failed)
+                for c, rr in zip(comps, res)
+            ]
+            by_prompt: dict[str, list[float]] = {}
+            for sc_ in scores:
+                if sc_.reward is not None:
+                    by_prompt.setdefault(sc_.prompt_id, []).append(sc_.reward)
+            info = informativeness(o.metric, by_prompt)
+
+            model.train()
+            lr = o.learning_rate * min(1.0, s / max(1, o.warmup_steps))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            metrics: dict[str, float] = {}
+            if o.solver == "rloo":
+                keep = [i for i, x in enumerate(scores) if x.reward is not None]
+                if keep:
+                    pids = [flat_p[i] for i in keep]
+                    texts = [flat_t[i] for i in keep]
+                    gid = {p.id: k for k, p in enumerate(batch)}
+                    group_t = torch.tensor([gid[p.id] for p in pids])
+                    rew = torch.tensor([scores[i].reward for i in keep], dtype=torch.float32)
+                    logps = _seq_logps(model, tok, pids, texts, sc, sc.batch_size)
+                    ref_lp = None
+                    if ref is not None:
+                        with torch.no_grad():
+                            ref_lp = _seq_logps(ref, tok, pids, texts, sc, sc.batch_size)
+                    loss, m = rloo_loss(logps, rew, group_t, ref_lp, o.kl_coef)
+                    loss.backward()
+                    metrics = {"loss": float(loss), **{k: float(v) for k, v in m.items()}}
+            else:
+                pairs, _ = build_pairs(
+                    sc.pair_rule, {p.id: p for p in batch}, comps, scores, sc.min_margin, cfg.seed * 31 + s
+                )
+                if pairs:
+                    pp = [Prompt(x.prompt_id, x.prompt) for x in pairs]
+                    lc = _seq_logps(model, tok, pp, [x.chosen for x in pairs], sc, sc.batch_size)
+                    lr_ = _seq_logps(model, tok, pp, [x.rejected for x in pairs], sc, sc.batch_size)
+                    rc = rr_ = None
+                    if ref is not None:
+                        with torch.no_grad():
+                            rc = _seq_logps(ref, tok, pp, [x.chosen for x in pairs], sc, sc.batch_size)
+                            rr_ = _seq_logps(ref, tok, pp, [x.rejected for x in pairs], sc, sc.batch_size)
+                    lens_c = torch.tensor(
+                        [max(1, len(tok(x.chosen, add_special_tokens=False)["input_ids"]) + 1) for x in pairs]
+                    )
+                    lens_r = torch.tensor(
+                        [
+                            max(1, len(tok(x.rejected, add_special_tokens=False)["input_ids"]) + 1)
+                            for x in pairs
+                        ]
+                    )
+                    loss, m = LOSSES.get(sc.loss)(LossInputs(lc, lr_, lens_c, lens_r, rc, rr_), sc)
+                    loss.backward()
+                    metrics = {
+                        "loss": float(loss),
+                        "pairs": len(pairs),
+                        **{k: float(v) for k, v in m.items()},
+                    }
+            if metrics:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), sc.max_grad_norm)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.eval()
+
+            # ---- creator: evolve the most informative prompts of this mini-batch into the buffer
+            top = sample_prompts("greedy", info, o.evolve_top_fraction, cfg.seed + s) if info else []
+            parents = [p for p in batch if p.id in set(top)]
+            kept: list[Prompt] = []
+            if cfg.creator.enabled and parents:
+                c = cfg.creator
+                ctx = EvolveContext(
+                    generator=gen,
+                    round=s,
+                    seed=cfg.seed * 1009 + s,
+                    temperature=c.temperature,
+                    max_new_tokens=c.max_new_tokens,
+                    num_children=o.n_new_bootstrap if ph == "bootstrap" else o.n_new,
+                    chain_depth=c.chain_depth,
+                    keep_intermediate=c.keep_intermediate,
+                    tree_width=c.tree_width,
+                    max_constraints=c.max_constraints,
+                )
+                children = evolve_prompts(parents, c.methods, ctx) if ctx.num_children > 0 else []
+                pool = batch + [it.prompt for it in buffer.items]
+                kept, dropped = apply_filters(
+                    children, pool, c.filters, c.max_prompt_chars, c.near_dup_threshold
+                )
+                with open(out / "evolved.jsonl", "a", encoding="utf-8") as f:
+                    for ch in kept:
+                        f.write(json.dumps({**ch.to_dict(), "online_step": s}, ensure_ascii=False) + "\n")
+            popped = buffer.pop({p.id for p in from_buf})
+            evicted = buffer.add(kept, [info.get(p.parent_id or "", 0.0) for p in kept], s)
+            ok = [x.reward for x in scores if x.reward is not None]
+            row = {
+                "step": s,
+                "phase": ph,
+                "from_buffer": len(from_buf),
+                "from_dataset": n_d,
+                "mean_reward": sum(ok) / len(ok) if ok else None,
+                "failed": sum(x.failed for x in scores),
+                "mean_info": sum(info.values()) / len(info) if info else None,
+                "evolved_kept": len(kept),
+                "buffer": len(buffer),
+                "popped": popped,
+                "evicted": evicted,
+                "lr": lr,
+                **metrics,
+            }
+            with open(out / "steps.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(phase=ph, reward=f"{row['mean_reward'] or 0:.3f}", buffer=len(buffer))
+            if s % o.save_every == 0 or s == o.steps:
+                _save_state(state, model, optimizer, buffer, {"step": s, "pointer": pointer})
+
+        final = out / "model"
+        tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=out))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        entry = r.manifest["stages"]["online/train"]
+        steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
+        entry.update(
+            status="done",
+            seconds=round(time.time() - t0, 2),
+            counts={"steps": len(steps), "buffer": len(buffer)},
+        )
+        r._save()
+        del model, optimizer, gen, ref
+
+    final = out / "model"
+    if cfg.eval.enabled and heldout:
+
+        def _final_eval() -> dict[str, Any]:
+            gen = HFGenerator.from_path(str(final), cfg.model.dtype, g.batch_size)
+            return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, out)
+
+        r.stage("online/eval", _final_eval, [out / "eval.json"])
+    steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
+    base = r.dir / "round-000" / "eval.json"
+    summary = {
+        "run_dir": str(r.dir),
+        "steps": len(steps),
+        "phases": {ph: sum(x["phase"] == ph for x in steps) for ph in ("warmup", "mixup", "bootstrap")},
+        "base_heldout": read_json(base).get("heldout") if base.exists() else None,
+        "final_heldout": read_json(out / "eval.json").get("heldout")
+        if (out / "eval.json").exists()
+        else None,
+    }
+    write_json(r.dir / "summary.json", summary)
+    b, f_ = summary["base_heldout"] or {}, summary["final_heldout"] or {}
+    print(
+        f"\nevarl online run finished: {r.dir}\n  steps {summary['steps']} {summary['phases']}\n"
+        f"  held-out reward: base {b.get('mean_reward')}  ->  online eva {f_.get('mean_reward')}",
+        flush=True,
+    )
+    return summary
+
+
+class _OptCfg:
+    """The solver's optimizer settings with the online learning rate."""
+
+    def __init__(self, sc: Any, lr: float) -> None:
+        self.optimizer, self.weight_decay, self.learning_rate = sc.optimizer, sc.weight_decay, lr
+
+
+def _truncate_jsonl(path: Path, step: int, key: str = "step") -> None:
+    """Drop rows written after the last saved state (they are recomputed identically)."""
+    if not path.exists():
+        return
+    rows = [x for x in read_jsonl(path) if int(x.get(key, 0)) <= step]
+    write_jsonl(path, rows)
