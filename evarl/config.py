@@ -89,7 +89,7 @@ class CreatorConfig:
     chain_depth: int = 1  # k successive evolutions for each child
     mix_ratio: float = 0.8  # fraction of evolved prompts in the next prompt set
     mode: str = "incremental"  # incremental (train from last checkpoint) | scratch (from theta_0 on all)
-    model: str = "policy"  # creator model: "policy" or a model path
+    model: str = "policy"  # creator model: "policy", a model path, or "endpoint" (generation.endpoint*)
     temperature: float = 0.7
     max_new_tokens: int = 96
     max_prompt_chars: int = 1200
@@ -422,8 +422,13 @@ def validate_config(cfg: RunConfig) -> list[str]:
         e.append(f"generation.top_p: must be in (0, 1], got {g.top_p}")
     pos("generation.max_new_tokens", g.max_new_tokens)
     pos("generation.batch_size", g.batch_size)
-    if g.backend == "openai" and not g.endpoint:
-        e.append("generation.endpoint: required when generation.backend is 'openai'")
+    if g.backend == "openai":
+        e.append(
+            "generation.backend: 'openai' serves a fixed model and cannot generate with the policy being trained; "
+            "use hf or vllm for the policy and an endpoint for creator.model=endpoint, judges or `evarl eval`"
+        )
+    if cfg.creator.model == "endpoint" and not (g.endpoint and g.endpoint_model):
+        e.append("generation.endpoint: creator.model=endpoint needs generation.endpoint and generation.endpoint_model")
     t = cfg.task
     if t.name not in ("default", "file"):
         e.append(f"task.name: must be 'default' or 'file', got {t.name!r}")
@@ -465,7 +470,7 @@ def validate_config(cfg: RunConfig) -> list[str]:
     pos("creator.max_new_tokens", c.max_new_tokens)
     if c.mode not in ("incremental", "scratch"):
         e.append(f"creator.mode: must be incremental or scratch, got {c.mode!r}")
-    if c.model != "policy":
+    if c.model not in ("policy", "endpoint"):
         _check_model_path(c.model, "creator.model", e)
     frac("creator.near_dup_threshold", c.near_dup_threshold)
     s = cfg.solver

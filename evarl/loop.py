@@ -70,7 +70,11 @@ class Models:
         c = self.cfg.creator.model
         if c == "policy":
             return self.policy(policy_path)
-        if self._creator is None:
+        if self._creator is None and c == "endpoint":  # any OpenAI-compatible server (generation.endpoint)
+            from evarl.generation.openai_api import OpenAIGenerator
+
+            self._creator = OpenAIGenerator.from_config(self.cfg.generation)
+        elif self._creator is None:
             from evarl.models.loading import resolve_model_path
 
             self._creator = make_generator(self.cfg, resolve_model_path(c))
@@ -457,10 +461,15 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         if needs_ref:
 
             def _ref() -> dict[str, Any]:
-                gen = models.policy(ref_path)
-                rows = compute_reference_logps(
-                    gen.model, gen.tokenizer, train_pairs(), solver_cfg, solver_cfg.batch_size
-                )
+                if g.backend == "hf":  # the generator already holds the reference weights
+                    gen = models.policy(ref_path)
+                    model, tok = gen.model, gen.tokenizer
+                else:
+                    from evarl.models.loading import load_causal_lm, load_tokenizer
+
+                    model = load_causal_lm(ref_path, cfg.model.dtype, cfg.model.trust_remote_code)
+                    tok = load_tokenizer(ref_path, cfg.model.trust_remote_code)
+                rows = compute_reference_logps(model, tok, train_pairs(), solver_cfg, solver_cfg.batch_size)
                 write_jsonl(rd / "ref_logps.jsonl", rows)
                 return {"pairs": len(rows)}
 
