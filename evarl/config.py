@@ -141,6 +141,7 @@ class SolverConfig:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate autocast; fp16 needs a GPU)
     param_dtype: str = "float32"  # float32 | bfloat16: dtype of the trained weights (and the saved model)
+    share_prompt: bool = True  # run each pair's prompt once for y+ and y- (KV-cache prefix sharing)
     lora: LoraConfig = field(default_factory=LoraConfig)
     save_every: int = 4  # optimizer steps between resumable checkpoints
     log_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb

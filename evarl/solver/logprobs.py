@@ -13,6 +13,13 @@ batch; the LM head is applied only to the hidden states that predict a response 
 positions never reach the ``[tokens, vocab]`` projection), in chunks that are recomputed in the backward pass
 when there is more than one, so the full logits tensor is never held. Log-softmax runs in float32.
 
+Prompt sharing (``solver.share_prompt``, default on): chosen and rejected share their prompt, so the prompt
+runs through the decoder once and its KV cache is repeated for the two continuations; gradients flow back
+through the cache. This removes the second prompt forward/backward of every pair (the prefix-sharing idea of
+Wang et al. 2024, "Accelerating direct preference optimization with prefix sharing", done with the model's
+own KV cache instead of a custom attention mask). It falls back to one padded sequence per response when the
+model has no separable decoder (e.g. wrapped for DDP) or gradient checkpointing is on.
+
 :func:`compute_reference_logps` runs the reference model once over all pairs and returns plain rows, so the
 reference is a stage artifact (``ref_logps.jsonl``) and never resident during training.
 """
@@ -153,6 +160,22 @@ def _token_logps_chunk(
     return torch.gather(logits.log_softmax(-1), 1, targets.unsqueeze(1)).squeeze(1)
 
 
+def _head_logps(sel: torch.Tensor, targets: torch.Tensor, model: Any, head: Any) -> torch.Tensor:
+    """log pi(target) for each row of hidden states ``sel`` [N, H], in LM-head chunks (see module docstring)."""
+    transform = _logit_transform(model)
+    n = sel.shape[0]
+    if n <= LOGITS_CHUNK:
+        return _token_logps_chunk(sel, targets, head, transform)
+    chunks = []
+    for s in range(0, n, LOGITS_CHUNK):
+        h, tg = sel[s : s + LOGITS_CHUNK], targets[s : s + LOGITS_CHUNK]
+        if torch.is_grad_enabled():
+            chunks.append(checkpoint(_token_logps_chunk, h, tg, head, transform, use_reentrant=False))
+        else:
+            chunks.append(_token_logps_chunk(h, tg, head, transform))
+    return torch.cat(chunks)
+
+
 def response_logps(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +189,6 @@ def response_logps(
     rows = target_mask.nonzero(as_tuple=True)[0]
     lengths = target_mask.sum(1)
     parts = _backbone_and_head(model)
-    transform = _logit_transform(model)
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         sel = logits[:, :-1][target_mask].float()
@@ -174,25 +196,103 @@ def response_logps(
     else:
         dec, head = parts
         hidden = dec(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        sel = hidden[:, :-1][target_mask]
-        n = sel.shape[0]
-        if n <= LOGITS_CHUNK:
-            tok = _token_logps_chunk(sel, targets, head, transform)
-        else:
-            chunks = []
-            for s in range(0, n, LOGITS_CHUNK):
-                h, tg = sel[s : s + LOGITS_CHUNK], targets[s : s + LOGITS_CHUNK]
-                if torch.is_grad_enabled():
-                    chunks.append(checkpoint(_token_logps_chunk, h, tg, head, transform, use_reentrant=False))
-                else:
-                    chunks.append(_token_logps_chunk(h, tg, head, transform))
-            tok = torch.cat(chunks)
+        tok = _head_logps(hidden[:, :-1][target_mask], targets, model, head)
     sums = torch.zeros(input_ids.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
     return sums, lengths
 
 
+# ---------------------------------------------------------------- prompt sharing
+
+
+def supports_prompt_sharing(model: Any) -> bool:
+    """Whether :func:`collate_pairs_shared` batches can run on ``model`` (a plain or PEFT-wrapped decoder-only
+    model with a KV cache; not under gradient checkpointing, which disables the cache in training)."""
+    if _backbone_and_head(model) is None:
+        return False
+    gc = getattr(model, "is_activation_checkpointing", None)
+    if gc is None:
+        gc = getattr(model, "is_gradient_checkpointing", False)
+    if gc and model.training:
+        return False
+    cfg = getattr(model, "config", None)
+    return not getattr(cfg, "is_encoder_decoder", False)
+
+
+def collate_pairs_shared(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """A prompt-sharing batch: each prompt once (left-padded ``[B, P]``), the responses ``[2B, R]``
+    (right-padded, interleaved: row ``2i`` is pair i's chosen, ``2i+1`` its rejected)."""
+    b = len(batch)
+    p = max(len(e.prompt_ids) for e in batch)
+    r = max(max(len(e.chosen_ids), len(e.rejected_ids)) for e in batch)
+    prompt_ids = torch.full((b, p), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((b, p), dtype=torch.long)
+    resp_ids = torch.full((2 * b, r), pad_id, dtype=torch.long)
+    resp_mask = torch.zeros((2 * b, r), dtype=torch.bool)
+    for i, e in enumerate(batch):
+        n = len(e.prompt_ids)
+        prompt_ids[i, p - n :] = torch.tensor(e.prompt_ids, dtype=torch.long)
+        prompt_mask[i, p - n :] = 1
+        for j, ids in enumerate((e.chosen_ids, e.rejected_ids)):
+            resp_ids[2 * i + j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            resp_mask[2 * i + j, : len(ids)] = True
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "resp_ids": resp_ids,
+        "resp_mask": resp_mask,
+    }
+
+
+def _cache_kwarg(dec: Any) -> str:
+    """transformers >= 5.2x names the KV-cache argument ``cache``; earlier versions ``past_key_values``."""
+    import inspect
+
+    try:
+        params = inspect.signature(dec.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _shared_pair_logps(model: Any, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The prompt runs once; its KV cache is repeated for the chosen and the rejected continuation, and the
+    gradient flows back through the cache into the prompt's computation (prefix sharing)."""
+    dec, head = _backbone_and_head(model)
+    pm = b["prompt_mask"]
+    p_len = pm.sum(1)
+    out = dec(
+        input_ids=b["prompt_ids"],
+        attention_mask=pm,
+        position_ids=(pm.cumsum(1) - 1).clamp(min=0),
+        use_cache=True,
+    )
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    cache.batch_repeat_interleave(2)
+    resp_ids, resp_mask = b["resp_ids"], b["resp_mask"]
+    r = resp_ids.shape[1]
+    positions = p_len.repeat_interleave(2)[:, None] + torch.arange(r, device=resp_ids.device)[None, :]
+    attention = torch.cat([pm.repeat_interleave(2, 0), resp_mask.long()], dim=1)
+    hr = dec(
+        input_ids=resp_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_kwarg(dec): cache},
+    ).last_hidden_state
+    # response token 0 is predicted by the prompt's last hidden state, token j by the response's hidden j-1
+    pred = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(2, 0), hr[:, :-1]], dim=1)
+    tok = _head_logps(pred[resp_mask], resp_ids[resp_mask], model, head)
+    rows = resp_mask.nonzero(as_tuple=True)[0]
+    sums = torch.zeros(resp_ids.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
+    lengths = resp_mask.sum(1)
+    return sums[0::2], sums[1::2], lengths[0::2], lengths[1::2]
+
+
 def pair_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths) for a :func:`collate_pairs` batch."""
+    """(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths) for a :func:`collate_pairs` or a
+    :func:`collate_pairs_shared` batch."""
+    if "prompt_ids" in batch:
+        return _shared_pair_logps(model, batch)
     sums, lengths = response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
     b = sums.shape[0] // 2
     return sums[:b], sums[b:], lengths[:b], lengths[b:]
@@ -233,6 +333,7 @@ def compute_reference_logps(
     device = _device_of(model)
     was_training = model.training
     model.eval()
+    shared = bool(getattr(cfg, "share_prompt", True)) and supports_prompt_sharing(model)
     out: list[dict | None] = [None] * len(pairs)
     batches = length_sorted_batches([e.length for e in enc], batch_size)
     it: Any = batches
@@ -242,7 +343,8 @@ def compute_reference_logps(
         it = tqdm(batches, desc="reference log-probs", unit="batch")
     try:
         for idx in it:
-            batch = {k: v.to(device) for k, v in collate_pairs([enc[i] for i in idx], pad).items()}
+            collate = collate_pairs_shared if shared else collate_pairs
+            batch = {k: v.to(device) for k, v in collate([enc[i] for i in idx], pad).items()}
             c, r, _, _ = pair_logps(model, batch)
             for j, i in enumerate(idx):
                 cv, rv = float(c[j]), float(r[j])

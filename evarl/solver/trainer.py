@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from evarl.solver.logprobs import collate_pairs, encode_pairs, pair_logps
+from evarl.solver.logprobs import (
+    collate_pairs,
+    collate_pairs_shared,
+    encode_pairs,
+    pair_logps,
+    supports_prompt_sharing,
+)
 from evarl.solver.losses import LossInputs, get_loss
 from evarl.types import Pair
 
@@ -62,7 +68,7 @@ class SimulatedKill(RuntimeError):
 
 
 StepFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-BatchFn = Callable[[list[int]], dict[str, torch.Tensor]]
+BatchFn = Callable[[list[int], Any], dict[str, torch.Tensor]]  # (item indices, model) -> CPU batch
 
 
 # ---------------------------------------------------------------- small pure helpers
@@ -470,7 +476,7 @@ def _train(
                 n_step = sum(len(m) for m in step_micro)
                 acc: dict[str, float] = {}
                 for i, mb in enumerate(step_micro):
-                    batch = {k: v.to(device) for k, v in batch_fn(mb).items()}
+                    batch = {k: v.to(device) for k, v in batch_fn(mb, model).items()}
                     sync = i == len(step_micro) - 1
                     with accelerator.no_sync(model) if not sync else nullcontext():
                         with accelerator.autocast():
@@ -613,8 +619,12 @@ def train_preference(
     win_r = [p.meta.get("rejected_win_prob") for p in pairs]
     has_win = all(w is not None for w in win_c + win_r)
 
-    def batch_fn(idx: list[int]) -> dict[str, torch.Tensor]:
-        b = collate_pairs([enc[i] for i in idx], pad)
+    share: dict[str, bool] = {}
+
+    def batch_fn(idx: list[int], model: Any) -> dict[str, torch.Tensor]:
+        if "on" not in share:  # decided once, on the first batch, for the prepared model
+            share["on"] = bool(getattr(cfg, "share_prompt", True)) and supports_prompt_sharing(model)
+        b = (collate_pairs_shared if share["on"] else collate_pairs)([enc[i] for i in idx], pad)
         if ref_c is not None:
             b["ref_chosen"] = torch.tensor([ref_c[i] for i in idx], dtype=torch.float32)
             b["ref_rejected"] = torch.tensor([ref_r[i] for i in idx], dtype=torch.float32)

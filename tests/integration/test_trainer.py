@@ -22,6 +22,7 @@ from evarl.config import LoraConfig, SolverConfig
 from evarl.models.loading import load_causal_lm, load_tokenizer
 from evarl.solver.logprobs import (
     collate_pairs,
+    collate_pairs_shared,
     compute_reference_logps,
     encode_pair,
     encode_pairs,
@@ -117,6 +118,27 @@ def test_chunked_lm_head_matches_single_chunk(tiny_model_dir: Path, monkeypatch:
     assert torch.allclose(g1, model.lm_head.weight.grad, atol=1e-5)
 
 
+def test_prompt_sharing_matches_separate_sequences(tiny_model_dir: Path) -> None:
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = load_causal_lm(str(tiny_model_dir))
+    pairs = make_pairs()
+    pairs[3].prompt = [{"role": "user", "content": "A much longer prompt " * 6}]  # uneven prompt lengths
+    enc = encode_pairs(tok, pairs, 48, 64)
+    grads = []
+    outs = []
+    for collate in (collate_pairs, collate_pairs_shared):
+        model.zero_grad()
+        c, r, lc, lr = pair_logps(model, collate(enc, tok.pad_token_id))
+        (c.sum() - 2 * r.sum()).backward()
+        outs.append((c.detach(), r.detach(), lc, lr))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    (c1, r1, lc1, lr1), (c2, r2, lc2, lr2) = outs
+    assert torch.allclose(c1, c2, atol=1e-4) and torch.allclose(r1, r2, atol=1e-4)
+    assert torch.equal(lc1, lc2) and torch.equal(lr1, lr2)
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-4), n
+
+
 def test_truncation_keeps_assistant_header_and_budget(tiny_model_dir: Path) -> None:
     tok = load_tokenizer(str(tiny_model_dir))
     long_prompt = [{"role": "user", "content": "word " * 200}]
@@ -191,6 +213,12 @@ def test_each_loss_grows_the_margin(
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 9))
     assert {"loss", "reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp", "lr"} <= set(log[0])
+    assert margin(tmp_path / "model", ref_rows, cfg) > 0.5
+
+
+def test_unshared_path_trains(tiny_model_dir: Path, ref_rows: list[dict], tmp_path: Path) -> None:
+    cfg = small_cfg(share_prompt=False, epochs=2)
+    train_preference(str(tiny_model_dir), make_pairs(), ref_rows, cfg, tmp_path, seed=0, progress=False)
     assert margin(tmp_path / "model", ref_rows, cfg) > 0.5
 
 
