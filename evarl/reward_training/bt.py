@@ -188,8 +188,8 @@ def train_bt(
                 g["lr"] = base * mult
             if torch.isfinite(gnorm):
                 opt.step()
-            log.append({"step": step, "epoch": epoch, "loss": float(loss), "grad_norm": float(gnorm),
-                        "accuracy": float((margin > 0).float().mean()), "lr": base_lrs[0] * mult})  # fmt: skip
+            log.append({"step": step, "epoch": epoch, "loss": float(loss.detach()), "grad_norm": float(gnorm),
+                        "accuracy": float((margin.detach() > 0).float().mean()), "lr": base_lrs[0] * mult})  # fmt: skip
             step += 1
 
     metrics: dict[str, Any] = {

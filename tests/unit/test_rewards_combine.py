@@ -132,3 +132,20 @@ def test_build_reward_errors_name_the_source():
 def test_all_source_names_registered():
     for n in ("classifier", "pairwise", "judge", "length"):
         assert n in REWARDS
+
+
+def test_build_reward_with_the_verifier_and_a_length_penalty():
+    from evarl.types import Constraint
+
+    p = Prompt(
+        id="v",
+        messages=[{"role": "user", "content": "Say hi without commas."}],
+        constraints=[Constraint("punctuation:no_comma", {})],
+    )
+    cfg = RewardConfig(sources=[RewardSourceConfig(name="verifier", mode="strict")], length_penalty=0.01)
+    out = build_reward(cfg).score([p, p, _p()], ["hi there", "hi, there", "x"])
+    assert out[0].score == pytest.approx(1.0 - 0.01 * 8)
+    assert out[1].score == pytest.approx(0.0 - 0.01 * 9)
+    assert out[2].failed  # no constraints: the verifier cannot score it, so neither can the sum
+    with pytest.raises(RewardBuildError, match="unknown option"):
+        build_reward(RewardConfig(sources=[RewardSourceConfig(name="verifier", options={"x": 1})]))
