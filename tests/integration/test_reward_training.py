@@ -27,8 +27,12 @@ CONSTRAINTS = [
     ("length_constraints:number_words", {"num_words": 35, "relation": "less than"}),
     ("detectable_content:postscript", {"postscript_marker": "P.S."}),
 ]
-N_PROMPTS, N_SAMPLES, MAX_NEW_TOKENS = 32, 8, 48
-HELDOUT_EVERY = 4  # every 4th prompt is held out
+N_PROMPTS, N_SAMPLES, MAX_NEW_TOKENS = 24, 8, 48
+
+
+def is_heldout(k: int) -> bool:
+    """Prompts 0-3 and 16-19: two of each constraint type are held out."""
+    return (k // len(CONSTRAINTS)) % 4 == 0
 
 
 def minilm_dir() -> Path:
@@ -58,7 +62,7 @@ def real_preferences(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
     outputs = gen.generate([[{"role": "user", "content": p}] for p in prompts], params)
     train: list[PreferenceRow] = []
     heldout: list[PreferenceRow] = []
-    groups: list[tuple[list[str], list[float]]] = []  # held-out responses and their verifiable scores
+    groups: list[tuple[str, list[str], list[float]]] = []  # held-out prompt, responses, verifiable scores
     for k, (prompt, checker, outs) in enumerate(zip(prompts, checkers, outputs)):
         texts = [o.text for o in outs if o.text.strip()]
         ok = [bool(checker.check_following(t)) for t in texts]
@@ -67,36 +71,36 @@ def real_preferences(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
         rows = [
             PreferenceRow([{"role": "user", "content": prompt}], a, b, checker.id) for a in pos for b in neg
         ]
-        if k % HELDOUT_EVERY == 0:
+        if is_heldout(k):
             heldout += rows
             if pos and neg:
-                groups.append((texts, [float(v) for v in ok]))
+                groups.append((prompt, texts, [float(v) for v in ok]))
         else:
             train += rows
     d = tmp_path_factory.mktemp("prefs")
     write_preferences(d / "train.jsonl", train)
     write_preferences(d / "heldout.jsonl", heldout)
     return {"train": d / "train.jsonl", "heldout": d / "heldout.jsonl", "n_train": len(train),
-            "n_heldout": len(heldout), "groups": groups, "prompts": prompts}  # fmt: skip
+            "n_heldout": len(heldout), "groups": groups}  # fmt: skip
 
 
 @pytest.mark.slow
 def test_bradley_terry_minilm_ranks_heldout_pairs(real_preferences: dict, tmp_path: Path) -> None:
-    from evarl.eval.rm_metrics import pairwise_order_accuracy, preference_accuracy
+    from evarl.eval.rm_metrics import preference_accuracy, ranking_report
     from evarl.reward_training.bt import train_bt
     from evarl.rewards.classifier import ClassifierReward
     from evarl.types import Prompt
 
     d = real_preferences
-    assert d["n_train"] >= 60 and d["n_heldout"] >= 15, d  # enough real pairs to learn and to measure
+    assert d["n_train"] >= 60 and d["n_heldout"] >= 30, d  # enough real pairs to learn and to measure
     out = tmp_path / "bt-minilm"
-    m = train_bt(str(minilm_dir()), d["train"], out, epochs=3, lr=5e-5, batch_size=16, max_length=160,
+    m = train_bt(str(minilm_dir()), d["train"], out, epochs=3, lr=5e-5, batch_size=16, max_length=128,
                  seed=0, eval_file=d["heldout"])  # fmt: skip
     assert m["pooling"] == "mean" and m["steps"] > 0
     assert (out / "model.safetensors").exists() and (out / "reward_head.safetensors").exists()
 
     # reload through the classifier reward source, as a run would, and measure with the RM metrics
-    rm = ClassifierReward.from_path(out, batch_size=16, max_length=160)
+    rm = ClassifierReward.from_path(out, batch_size=16, max_length=128)
     rows = load_preferences(d["heldout"])
     prompts = [Prompt(id=f"h{i}", messages=r.prompt) for i, r in enumerate(rows)]
     chosen = [r.score for r in rm.score(prompts, [r.chosen for r in rows])]
@@ -105,15 +109,15 @@ def test_bradley_terry_minilm_ranks_heldout_pairs(real_preferences: dict, tmp_pa
     assert acc == pytest.approx(m["eval_accuracy"], abs=1e-6)  # saved model == trained model
     assert acc >= 0.70, m
 
-    # per-prompt ranking of all held-out responses against their verifiable scores
+    # per-prompt ranking of all held-out responses against their verifiable scores (seed 002 metrics)
     pred, ref = [], []
-    for texts, scores in d["groups"]:
-        prompt = d["prompts"][0]  # replaced below by the group's own prompt text
-        prompt = next(r.prompt for r in rows if r.chosen in texts or r.rejected in texts)
-        res = rm.score([Prompt(id="g", messages=prompt)] * len(texts), texts)
+    for prompt, texts, scores in d["groups"]:
+        res = rm.score([Prompt(id="g", messages=[{"role": "user", "content": prompt}])] * len(texts), texts)
         pred.append([r.score for r in res])
         ref.append(scores)
-    assert pairwise_order_accuracy(pred, ref)["accuracy"] >= 0.65
+    report = ranking_report(pred, ref)
+    assert report["pairwise_accuracy"]["accuracy"] >= 0.70, report
+    assert report["kendall_tau"] > 0.2 and report["spearman"] > 0.2, report
 
 
 def _toy_prefs(path: Path, n: int) -> Path:
