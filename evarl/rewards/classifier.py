@@ -18,7 +18,7 @@ from typing import Any
 
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options
+from evarl.rewards.combine import RewardBuildError, check_options, check_single_sample
 from evarl.rewards.judge import conversation_text
 from evarl.types import Prompt, RewardResult
 
@@ -87,6 +87,7 @@ class ClassifierReward:
             "classifier", o, {"batch_size", "max_length", "head_index", "truncation_side", "dtype",
                               "trust_remote_code"}
         )  # fmt: skip
+        check_single_sample("classifier", cfg)
         if not cfg.model or cfg.model == "policy":
             raise RewardBuildError("classifier: `model` must name a reward-model directory or hub id")
         from evarl.models.loading import resolve_model_path

@@ -37,6 +37,14 @@ def check_options(source: str, options: dict[str, Any], allowed: set[str]) -> No
         )
 
 
+def check_single_sample(source: str, cfg: RewardSourceConfig) -> None:
+    """`samples` is a judge setting; a deterministic source must not silently ignore it."""
+    if cfg.samples != 1:
+        raise RewardBuildError(
+            f"reward source {source!r}: `samples` applies to judge only, got {cfg.samples}"
+        )
+
+
 class FunctionReward:
     """Adapts a plain registered callable `fn(prompts, responses) -> list[float | None | RewardResult]`.
 

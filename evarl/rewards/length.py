@@ -12,7 +12,7 @@ from typing import Any
 
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options
+from evarl.rewards.combine import RewardBuildError, check_options, check_single_sample
 from evarl.types import Prompt, RewardResult
 
 UNITS = ("chars", "tokens")
@@ -53,6 +53,7 @@ class LengthReward:
         cls, cfg: RewardSourceConfig, *, policy: Any = None, policy_tokenizer: Any = None
     ) -> LengthReward:
         check_options("length", cfg.options, {"tokenizer"})
+        check_single_sample("length", cfg)
         tok = policy_tokenizer
         if cfg.options.get("tokenizer"):
             from evarl.models.loading import load_tokenizer, resolve_model_path

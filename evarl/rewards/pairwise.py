@@ -28,7 +28,7 @@ import numpy as np
 
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options
+from evarl.rewards.combine import RewardBuildError, check_options, check_single_sample
 from evarl.rewards.judge import conversation_text, fill, load_template
 from evarl.types import Prompt, RewardResult
 
@@ -110,6 +110,7 @@ class PairwiseReward:
     ) -> PairwiseReward:
         o = cfg.options
         check_options("pairwise", o, {"template", "batch_size", "max_length", "dtype", "trust_remote_code"})
+        check_single_sample("pairwise", cfg)
         if not cfg.model or cfg.model == "policy":
             raise RewardBuildError("pairwise: `model` must name a preference-model directory or hub id")
         from evarl.models.loading import resolve_model_path

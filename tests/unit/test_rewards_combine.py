@@ -149,3 +149,8 @@ def test_build_reward_with_the_verifier_and_a_length_penalty():
     assert out[2].failed  # no constraints: the verifier cannot score it, so neither can the sum
     with pytest.raises(RewardBuildError, match="unknown option"):
         build_reward(RewardConfig(sources=[RewardSourceConfig(name="verifier", options={"x": 1})]))
+
+
+def test_samples_is_rejected_outside_the_judge():
+    with pytest.raises(RewardBuildError, match="samples"):
+        build_source(RewardSourceConfig(name="length", mode="chars", samples=3))
