@@ -155,6 +155,16 @@ class JudgeReward:
              "template", "temperature", "top_p", "max_new_tokens", "max_score", "min_valid", "seed",
              "dtype", "batch_size"},
         )  # fmt: skip
+        endpoint_only = {"endpoint_model", "api_key_env", "concurrency", "timeout_s", "max_retries"} & set(o)
+        if endpoint_only and not o.get("endpoint"):
+            raise RewardBuildError(
+                f"judge: option(s) {', '.join(sorted(endpoint_only))} need options.endpoint"
+            )
+        local_only = {"dtype", "batch_size"} & set(o)
+        if local_only and (o.get("endpoint") or cfg.model in (None, "policy")):
+            raise RewardBuildError(
+                f"judge: option(s) {', '.join(sorted(local_only))} apply to a teacher model directory only"
+            )
         if o.get("endpoint"):
             from evarl.generation.openai_api import OpenAIGenerator
 

@@ -130,6 +130,10 @@ def test_from_config_self_reward_uses_policy_and_checks_options() -> None:
         JudgeReward.from_config(
             RewardSourceConfig(name="judge", samples=3, options={"temperature": 0.0}), policy=gen
         )
+    with pytest.raises(RewardBuildError, match="need options.endpoint"):
+        JudgeReward.from_config(RewardSourceConfig(name="judge", options={"concurrency": 2}), policy=gen)
+    with pytest.raises(RewardBuildError, match="teacher model directory only"):
+        JudgeReward.from_config(RewardSourceConfig(name="judge", options={"dtype": "bfloat16"}), policy=gen)
     with pytest.raises(RewardBuildError, match="endpoint_model"):
         JudgeReward.from_config(
             RewardSourceConfig(name="judge", options={"endpoint": "http://127.0.0.1:1/v1"})
