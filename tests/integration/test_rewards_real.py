@@ -102,3 +102,19 @@ def test_classifier_rm_own_tokenizer_batching_and_truncation(tmp_path: Path, tin
     short = ClassifierReward(src.model, src.tokenizer, max_length=16)
     res = short.score(prompts[:2], responses[:2])
     assert all(r.info.get("truncated") for r in res)
+
+
+def test_teacher_judge_from_a_local_model_dir(tiny_model_dir: Path):
+    """`judge` with `model: <dir>` loads that model as the teacher (a tiny random Llama: its output does not
+    parse, so every item is failed and counted, never scored 0)."""
+    from evarl.generation.hf import HFGenerator
+
+    cfg = RewardSourceConfig(
+        name="judge", model=str(tiny_model_dir), options={"max_new_tokens": 6, "batch_size": 2}
+    )
+    judge = JudgeReward.from_config(cfg)
+    assert judge.role == "teacher" and isinstance(judge.generator, HFGenerator)
+    res = judge.score([P1, P2], ["Paris.", "Sleep."])
+    for r in res:
+        assert r.failed == (parse_score(r.info["raw"][0]) is None)
+    assert judge.counts["items"] == 2 and judge.counts["failed_items"] == sum(r.failed for r in res)
