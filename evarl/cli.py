@@ -103,13 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from evarl.data_io import DataError
+    from evarl.rewards.combine import RewardBuildError
     from evarl.runs import RunExistsError
 
     parser = build_parser()
     ns = parser.parse_args(argv)
+    fn = getattr(ns, "fn", None) or ns.func
     try:
-        return int(ns.fn(ns) or 0)
-    except (ConfigError, DataError, RunExistsError, FileNotFoundError) as e:
+        return int(fn(ns) or 0)
+    except (ConfigError, DataError, RunExistsError, FileNotFoundError, RewardBuildError) as e:
         print(f"evarl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -66,7 +66,7 @@ class RewardSourceConfig:
     name: str = "verifier"  # classifier | pairwise | judge | verifier | length
     weight: float = 1.0
     model: str | None = None  # model path for classifier / pairwise / teacher judge ("policy" = self-reward)
-    mode: str = "loose"  # verifier: strict | loose ; length: chars | tokens
+    mode: str | None = None  # verifier: strict | loose (default loose); length: chars | tokens (default chars)
     samples: int = 1  # judge samples averaged
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -75,7 +75,7 @@ def build_source(cfg: RewardSourceConfig, policy: Any = None, policy_tokenizer: 
     if inspect.isclass(obj):
         params = inspect.signature(obj).parameters
         kwargs: dict[str, Any] = {}
-        if "mode" in params:
+        if "mode" in params and cfg.mode is not None:
             kwargs["mode"] = cfg.mode
         for k, v in cfg.options.items():
             if k not in params:

@@ -59,7 +59,7 @@ class LengthReward:
             from evarl.models.loading import load_tokenizer, resolve_model_path
 
             tok = load_tokenizer(resolve_model_path(str(cfg.options["tokenizer"])))
-        return cls(cfg.mode, tok)
+        return cls(cfg.mode or "chars", tok)
 
     def score(self, prompts: list[Prompt], responses: list[str]) -> list[RewardResult]:
         lengths = response_length(responses, self.unit, self.tokenizer)
