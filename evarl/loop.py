@@ -86,7 +86,9 @@ def make_generator(cfg: RunConfig, model_path: str) -> Generator:
     if g.backend == "hf":
         from evarl.generation.hf import HFGenerator
 
-        return HFGenerator.from_path(model_path, cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code)
+        return HFGenerator.from_path(
+            model_path, g.dtype or cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code
+        )
     from evarl.registry import BACKENDS
 
     backend = BACKENDS.get(g.backend)
@@ -461,13 +463,14 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         if needs_ref:
 
             def _ref() -> dict[str, Any]:
-                if g.backend == "hf":  # the generator already holds the reference weights
+                if g.backend == "hf" and (g.dtype or cfg.model.dtype) == solver_cfg.param_dtype:
+                    # the generator already holds the reference weights, in the dtype the trainer uses
                     gen = models.policy(ref_path)
                     model, tok = gen.model, gen.tokenizer
                 else:
                     from evarl.models.loading import load_causal_lm, load_tokenizer
 
-                    model = load_causal_lm(ref_path, cfg.model.dtype, cfg.model.trust_remote_code)
+                    model = load_causal_lm(ref_path, solver_cfg.param_dtype, cfg.model.trust_remote_code)
                     tok = load_tokenizer(ref_path, cfg.model.trust_remote_code)
                 rows = compute_reference_logps(model, tok, train_pairs(), solver_cfg, solver_cfg.batch_size)
                 write_jsonl(rd / "ref_logps.jsonl", rows)

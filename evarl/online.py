@@ -139,7 +139,9 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         r0 = r.round_dir(0)
 
         def _base_eval() -> dict[str, Any]:
-            gen = HFGenerator.from_path(base_path, cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code)
+            gen = HFGenerator.from_path(
+                base_path, g.dtype or cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code
+            )
             return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, r0)
 
         r.stage("round-000/eval", _base_eval, [r0 / "eval.json"])
@@ -346,7 +348,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.eval.enabled and heldout:
 
         def _final_eval() -> dict[str, Any]:
-            gen = HFGenerator.from_path(str(final), cfg.model.dtype, g.batch_size)
+            gen = HFGenerator.from_path(str(final), g.dtype or cfg.model.dtype, g.batch_size)
             return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, out)
 
         r.stage("online/eval", _final_eval, [out / "eval.json"])
