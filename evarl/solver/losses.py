@@ -140,6 +140,12 @@ def _sigmoid_smoothed(logits: Tensor, eps: float) -> Tensor:
     return -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
 
 
+# public names for plug-in losses (docs/solver.md, "Adding a loss")
+log_ratios = _logratios
+reward_metrics = _metrics
+mean_logp = _avg
+
+
 # ---------------------------------------------------------------- losses
 
 

@@ -19,6 +19,7 @@ examples (token-weighted within a micro-batch).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import torch
 
 from evarl.data_io import DataError, iter_jsonl
 from evarl.solver.logprobs import collate_sequences, encode_prompt, encode_response, response_logps
-from evarl.solver.trainer import _hash, _train
+from evarl.solver.trainer import SUMMARY_FILE, _hash, _train, model_is_complete
 
 
 @dataclass
@@ -102,6 +103,9 @@ def train_sft(
     """
     from evarl.models.loading import load_tokenizer
 
+    done = Path(out_dir) / "model"
+    if model_is_complete(done):  # a finished stage: nothing to tokenise or train
+        return json.loads((done / SUMMARY_FILE).read_text())
     exs = [
         e if isinstance(e, SFTExample) else sft_example_from_row(e, f"examples[{i}]")
         for i, e in enumerate(examples)

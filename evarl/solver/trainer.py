@@ -604,9 +604,12 @@ def train_preference(
     """
     from evarl.models.loading import load_tokenizer
 
+    done = Path(out_dir) / "model"
+    if model_is_complete(done):  # a finished stage: nothing to tokenise or train
+        return json.loads((done / SUMMARY_FILE).read_text())
     loss_fn = get_loss(cfg.loss)
     need_ref = bool(getattr(loss_fn, "needs_reference", True))
-    if need_ref and ref_logps is None and not model_is_complete(Path(out_dir) / "model"):
+    if need_ref and ref_logps is None:
         raise ValueError(f"solver.loss={cfg.loss!r} needs reference log-probs; pass ref_logps")
     if need_ref and ref_logps is not None:
         ref_c, ref_r = _aligned_ref(pairs, ref_logps)
@@ -617,7 +620,10 @@ def train_preference(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     win_c = [p.meta.get("chosen_win_prob") for p in pairs]
     win_r = [p.meta.get("rejected_win_prob") for p in pairs]
-    has_win = all(w is not None for w in win_c + win_r)
+    # SPPO: a pair without preference-model probabilities gets the hard ones (1 for y+, 0 for y-)
+    has_win = any(w is not None for w in win_c + win_r)
+    win_c = [1.0 if w is None else float(w) for w in win_c]
+    win_r = [0.0 if w is None else float(w) for w in win_r]
 
     share: dict[str, bool] = {}
 
@@ -629,8 +635,8 @@ def train_preference(
             b["ref_chosen"] = torch.tensor([ref_c[i] for i in idx], dtype=torch.float32)
             b["ref_rejected"] = torch.tensor([ref_r[i] for i in idx], dtype=torch.float32)
         if has_win:
-            b["win_chosen"] = torch.tensor([float(win_c[i]) for i in idx], dtype=torch.float32)
-            b["win_rejected"] = torch.tensor([float(win_r[i]) for i in idx], dtype=torch.float32)
+            b["win_chosen"] = torch.tensor([win_c[i] for i in idx], dtype=torch.float32)
+            b["win_rejected"] = torch.tensor([win_r[i] for i in idx], dtype=torch.float32)
         return b
 
     def step_fn(model: Any, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

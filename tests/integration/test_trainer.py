@@ -350,8 +350,21 @@ def test_errors_are_clear(tiny_model_dir: Path, ref_rows: list[dict], tmp_path: 
         train_preference(str(tiny_model_dir), [], [], small_cfg(), tmp_path / "d", 0, progress=False)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
 def test_missing_tracker_is_a_clear_error(tiny_model_dir: Path, ref_rows: list[dict], tmp_path: Path) -> None:
-    cfg = small_cfg(log_to=["jsonl", "tensorboard"])
-    with pytest.raises(ModuleNotFoundError, match=r"solver.log_to\[1\]: 'tensorboard' is listed"):
+    cfg = small_cfg(log_to=["jsonl", "wandb"])
+    with pytest.raises(ModuleNotFoundError, match=r"solver.log_to\[1\]: 'wandb' is listed"):
         train_preference(str(tiny_model_dir), make_pairs(), ref_rows, cfg, tmp_path, 0, progress=False)
+    assert not (tmp_path / "train_log.jsonl").exists()  # refused before any compute
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
+def test_tensorboard_logging(tiny_model_dir: Path, ref_rows: list[dict], tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_cfg(log_to=["jsonl", "tensorboard"])
+    train_preference(str(tiny_model_dir), make_pairs(), ref_rows, cfg, tmp_path, 0, progress=False)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/reward_margin", "train/lr"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
