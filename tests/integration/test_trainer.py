@@ -368,3 +368,21 @@ def test_tensorboard_logging(tiny_model_dir: Path, ref_rows: list[dict], tmp_pat
     acc.Reload()
     assert {"train/loss", "train/reward_margin", "train/lr"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_smollm2_dpo_two_steps(smollm2_dir: Path, tmp_path: Path) -> None:
+    """The real embedded model end to end: reference pass, 2 DPO steps, a loadable saved model."""
+    pairs = make_pairs()[:4]
+    cfg = small_cfg(learning_rate=1e-5, batch_size=2, max_length=48, max_prompt_length=40)
+    tok = load_tokenizer(str(smollm2_dir))
+    ref = compute_reference_logps(load_causal_lm(str(smollm2_dir)), tok, pairs, cfg, 4)
+    summary = train_preference(str(smollm2_dir), pairs, ref, cfg, tmp_path, seed=0, progress=False)
+    assert summary["steps"] == 2
+    model = load_causal_lm(str(tmp_path / "model"))
+    after = compute_reference_logps(model, load_tokenizer(str(tmp_path / "model")), pairs, cfg, 4)
+    m = sum(
+        (a["chosen_logp"] - r["chosen_logp"]) - (a["rejected_logp"] - r["rejected_logp"])
+        for a, r in zip(after, ref)
+    )
+    assert m > 0
