@@ -340,11 +340,23 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _resolve_preset(cfg: RunConfig, data: dict[str, Any]) -> None:
+    """Fill solver fields from `solver.preset` (seed 001 appendix A); fields the user set keep their value."""
+    if cfg.solver.preset is None:
+        return
+    from evarl.solver.presets import PRESETS, apply_preset
+
+    if cfg.solver.preset in PRESETS:  # an unknown name is reported by validate_config
+        explicit = set((data.get("solver") or {}).keys()) - {"preset"}
+        cfg.solver = apply_preset(cfg.solver, explicit=explicit)
+
+
 def build_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
     errors: list[str] = []
     cfg = _from_dict(RunConfig, data, "", errors)
     if errors:
         raise ConfigError(errors, source)
+    _resolve_preset(cfg, data)
     return cfg
 
 
@@ -362,6 +374,7 @@ def check_config(
     data = _merge(data, parse_overrides(overrides or []))
     errors: list[str] = []
     cfg = _from_dict(RunConfig, data, "", errors)
+    _resolve_preset(cfg, data)
     return cfg, errors + validate_config(cfg)
 
 
@@ -491,6 +504,10 @@ def validate_config(cfg: RunConfig) -> list[str]:
 
         if s.preset not in PRESETS:
             e.append(f"solver.preset: unknown preset {s.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    if s.mixed_precision not in ("no", "bf16", "fp16"):
+        e.append(f"solver.mixed_precision: must be no, bf16 or fp16, got {s.mixed_precision!r}")
+    if s.param_dtype not in ("float32", "bfloat16"):
+        e.append(f"solver.param_dtype: must be float32 or bfloat16, got {s.param_dtype!r}")
     if s.reference not in ("initial", "previous"):
         e.append(f"solver.reference: must be initial or previous, got {s.reference!r}")
     if s.optimizer not in ("adamw", "rmsprop"):

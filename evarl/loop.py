@@ -157,7 +157,9 @@ def score_stage(reward: Any, prompts: list[Prompt], gens_path: Path, out_path: P
         batch = comps[i : i + step]
         results = reward.score([by_id[c.prompt_id] for c in batch], [c.text for c in batch])
         for c, r in zip(batch, results):
-            comps_info = r.info.get("components", {}) if isinstance(r.info, dict) else {}
+            comps_info = dict(r.info.get("components", {})) if isinstance(r.info, dict) else {}
+            if "pairwise" in comps_info:  # mean P(y > y_j) over the siblings: soft SPPO's P(y > pi_t)
+                comps_info["win_prob"] = comps_info["pairwise"]
             scored.append(
                 Scored(c.prompt_id, c.index, None if r.failed else float(r.score), r.failed, comps_info)
             )
@@ -231,13 +233,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.rewards import build_reward
     from evarl.solver.logprobs import compute_reference_logps
     from evarl.solver.pairs import build_pairs
-    from evarl.solver.presets import apply_preset
     from evarl.solver.trainer import train_preference
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.time()
-    solver_cfg = apply_preset(cfg.solver) if cfg.solver.preset else cfg.solver
+    solver_cfg = cfg.solver  # a solver.preset was resolved when the config was loaded
     r = Run(cfg).open()
     _log(f"run directory {r.dir}")
     base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)

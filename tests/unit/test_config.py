@@ -67,3 +67,10 @@ def test_bad_yaml_names_line(tmp_path: Path) -> None:
 def test_parse_overrides_requires_equals() -> None:
     with pytest.raises(ConfigError):
         parse_overrides(["solver.beta"])
+
+
+def test_preset_fills_fields_but_explicit_settings_win() -> None:
+    cfg = load_config(None, ["solver.preset=sppo", "solver.beta=0.1"])
+    assert cfg.solver.optimizer == "rmsprop" and cfg.solver.scheduler == "linear"
+    assert cfg.solver.beta == 0.1  # set explicitly, equal to the default: still the user's value
+    assert load_config(None, ["solver.preset=sppo"]).solver.beta == 0.001
