@@ -72,7 +72,11 @@ def _artifacts(run_dir: Path) -> dict[str, bytes]:
                 [{k: v for k, v in r.items() if "time" not in k and "second" not in k} for r in rows]
             ).encode()
             continue
-        if p.name in ("report.md", "summary.json") or p.name.endswith(".partial.jsonl"):
+        if (
+            rel.startswith("plots/")
+            or p.name in ("report.md", "report.html")
+            or p.name.endswith(".partial.jsonl")
+        ):
             continue
         if (
             p.name == "evarl_train_summary.json"
