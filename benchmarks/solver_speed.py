@@ -28,6 +28,10 @@ run: one such 1-epoch run gave 1.15x faster at 0.62x peak RSS; use one thread pe
     2 epochs (8 steps):  evarl 109.5 s  4607 MiB | TRL 190.4 s  6814 MiB | TRL precompute 146.9 s  6320 MiB
                          -> 1.74x faster than TRL (1.34x vs TRL precompute), peak RSS 0.68x (0.73x)
 
+Re-measured 2026-12-01 on the same VM while it was idle, defaults (``--threads 0`` = torch's 2 threads, 1 epoch):
+
+    evarl 38.9 s  4080 MiB | TRL 55.6 s  6743 MiB  -> 1.43x faster, peak RSS 0.61x
+
 Peak RSS is the whole worker process (imports, data, model(s), optimizer state).
 """
 
