@@ -155,7 +155,6 @@ class SolverConfig:
 @dataclass
 class EvalConfig:
     enabled: bool = True
-    heldout: bool = True
     temperature: float = 0.0
     max_new_tokens: int = 96
     baseline: bool = True  # also evaluate the base policy
