@@ -211,6 +211,27 @@ def seed_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
     return train, held
 
 
+def seed_stage(r: Run, cfg: RunConfig) -> tuple[Path, Path]:
+    """The `seed` stage shared by the offline and online loops: training and held-out prompts to files."""
+    seed_path, held_path = r.dir / "seed_prompts.jsonl", r.dir / "heldout_prompts.jsonl"
+
+    def _seed() -> dict[str, Any]:
+        train, held = seed_prompts(cfg)
+        write_jsonl(seed_path, train)
+        write_jsonl(held_path, held)
+        return {"train": len(train), "heldout": len(held)}
+
+    r.stage("seed", _seed, [seed_path, held_path])
+    return seed_path, held_path
+
+
+def needs_policy_tokenizer(cfg: RunConfig) -> bool:
+    """Token-length shaping (reward.length_unit or a `length` source in tokens) measures with the policy's tokenizer."""
+    return cfg.reward.length_unit == "tokens" or any(
+        s.name == "length" and s.mode == "tokens" for s in cfg.reward.sources
+    )
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -247,31 +268,25 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     gen_params = SamplingParams(g.n, g.temperature, g.top_p, g.max_new_tokens, cfg.seed)
     eval_params = SamplingParams(1, cfg.eval.temperature, g.top_p, cfg.eval.max_new_tokens, cfg.seed)
 
+    rewards: dict[str, Any] = {}  # built once per policy (a classifier RM is not reloaded every stage)
+
     def reward_for(policy_path: str) -> Any:
-        gen = (
-            models.policy(policy_path)
-            if any(
+        if policy_path not in rewards:
+            self_judge = any(
                 s.name in ("judge", "pairwise") and s.model in (None, "policy") for s in cfg.reward.sources
             )
-            else None
-        )
-        tok = (
-            getattr(models.policy(policy_path), "tokenizer", None)
-            if cfg.reward.length_unit == "tokens"
-            else None
-        )
-        return build_reward(cfg.reward, policy=gen, policy_tokenizer=tok)
+            gen = models.policy(policy_path) if self_judge else None
+            tok = (
+                getattr(models.policy(policy_path), "tokenizer", None)
+                if needs_policy_tokenizer(cfg)
+                else None
+            )
+            rewards.clear()
+            rewards[policy_path] = build_reward(cfg.reward, policy=gen, policy_tokenizer=tok)
+        return rewards[policy_path]
 
     # ---- seed prompts and the base policy's held-out score
-    seed_path, held_path = r.dir / "seed_prompts.jsonl", r.dir / "heldout_prompts.jsonl"
-
-    def _seed() -> dict[str, Any]:
-        train, held = seed_prompts(cfg)
-        write_jsonl(seed_path, train)
-        write_jsonl(held_path, held)
-        return {"train": len(train), "heldout": len(held)}
-
-    r.stage("seed", _seed, [seed_path, held_path])
+    seed_path, held_path = seed_stage(r, cfg)
     heldout = load_prompts(held_path)
     r0 = r.round_dir(0)
     if cfg.eval.enabled and cfg.eval.baseline and heldout:
@@ -488,7 +503,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 )
                 return {"skipped": "no pairs"}
             ref = read_jsonl(rd / "ref_logps.jsonl") if needs_ref else None
-            models._gen = None  # free the generator's weights while training
+            models._gen = None  # free the generator's weights (and rewards holding it) while training
+            rewards.clear()
             models._path = None
             summary = train_preference(
                 start_path, pairs, ref, solver_cfg, rd / "train", cfg.seed * 47 + t, progress

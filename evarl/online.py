@@ -96,7 +96,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.creator.sampling import sample_prompts
     from evarl.eval.heldout import evaluate_heldout
     from evarl.generation.hf import HFGenerator
-    from evarl.loop import _eval, seed_prompts
+    from evarl.loop import _eval, seed_stage
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from evarl.registry import LOSSES
     from evarl.rewards import build_reward
@@ -114,15 +114,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
     tok = load_tokenizer(base_path, cfg.model.trust_remote_code)
 
-    seed_path, held_path = r.dir / "seed_prompts.jsonl", r.dir / "heldout_prompts.jsonl"
-
-    def _seed() -> dict[str, Any]:
-        train, held = seed_prompts(cfg)
-        write_jsonl(seed_path, train)
-        write_jsonl(held_path, held)
-        return {"train": len(train), "heldout": len(held)}
-
-    r.stage("seed", _seed, [seed_path, held_path])
+    seed_path, held_path = seed_stage(r, cfg)
     dataset = [Prompt.from_dict(x) for x in read_jsonl(seed_path)]
     heldout = [Prompt.from_dict(x) for x in read_jsonl(held_path)]
     order = list(range(len(dataset)))
