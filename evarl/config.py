@@ -54,13 +54,16 @@ class GenerationConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "default"  # "default" = shipped base tasks x IFEval constraints; or "file"
+    name: str = "default"  # "default" = shipped base tasks x verifiable constraints; or "file"
     train_file: str | None = None  # JSONL/Parquet of prompts (TRL prompt-only or {"prompt": str})
     heldout_file: str | None = None
     train_prompts: int = 32
     heldout_prompts: int = 24
     min_constraints: int = 1
     max_constraints: int = 3
+    # constraint pool of the default task and the constraint evolver: ifeval | ifbench | all
+    # (IFBench: the out-of-distribution checkers of Pyatkin et al., 2025; evarl.tasks.constraints)
+    checkers: str = "ifeval"
     seed: int = 0
 
 
@@ -462,6 +465,8 @@ def validate_config(cfg: RunConfig) -> list[str]:
             e.append(f"task.{fp}: file {v!r} does not exist")
     pos("task.train_prompts", t.train_prompts)
     pos("task.heldout_prompts", t.heldout_prompts, strict=False)
+    if t.checkers not in ("ifeval", "ifbench", "all"):
+        e.append(f"task.checkers: must be one of ifeval, ifbench, all, got {t.checkers!r}")
     if not 1 <= t.min_constraints <= t.max_constraints:
         e.append("task.min_constraints: must satisfy 1 <= min_constraints <= max_constraints")
     if not cfg.reward.sources:

@@ -201,11 +201,13 @@ def seed_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
     if t.name == "file":
         train = read_prompts(t.train_file)[: t.train_prompts]
     else:
-        train = default_task.train_prompts(t.train_prompts, t.seed, t.min_constraints, t.max_constraints)
+        train = default_task.train_prompts(
+            t.train_prompts, t.seed, t.min_constraints, t.max_constraints, t.checkers
+        )
     if t.heldout_file:
         held = read_prompts(t.heldout_file)[: t.heldout_prompts]
     elif t.name == "default":
-        held = default_task.heldout_prompts(t.heldout_prompts)
+        held = default_task.heldout_prompts(t.heldout_prompts, t.checkers)
     else:
         held = []
     return train, held
@@ -356,17 +358,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             def _evolve() -> dict[str, Any]:
                 parents = load_prompts(rd / "sampled.jsonl")
                 c = cfg.creator
-                ctx = EvolveContext(
-                    generator=models.creator(policy_path),
+                ctx = EvolveContext.from_config(
+                    c,
+                    models.creator(policy_path),
                     round=t,
                     seed=cfg.seed * 1009 + t,
-                    temperature=c.temperature,
-                    max_new_tokens=c.max_new_tokens,
-                    num_children=c.num_evolutions,
-                    chain_depth=c.chain_depth,
-                    keep_intermediate=c.keep_intermediate,
-                    tree_width=c.tree_width,
-                    max_constraints=c.max_constraints,
+                    checkers=cfg.task.checkers,
                 )
                 children = evolve_prompts(parents, c.methods, ctx)
                 kept, dropped = apply_filters(
@@ -595,7 +592,7 @@ def print_summary(s: dict[str, Any]) -> None:
         if not h:
             return "-"
         ife = h.get("ifeval") or {}
-        return f"reward {h.get('mean_reward', float('nan')):.3f}  IFEval prompt-loose {ife.get('prompt_loose', float('nan')):.3f}"
+        return f"reward {h.get('mean_reward', float('nan')):.3f}  {ife.get('benchmark', 'IFEval')} prompt-loose {ife.get('prompt_loose', float('nan')):.3f}"
 
     lines = ["", f"evarl run finished: {s['run_dir']}  ({s['stage_seconds']:.0f} s of stages)"]
     lines.append(f"  base policy      held-out {fmt(s['base_heldout'])}")

@@ -275,18 +275,10 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             kept: list[Prompt] = []
             if cfg.creator.enabled and parents:
                 c = cfg.creator
-                ctx = EvolveContext(
-                    generator=gen,
-                    round=s,
-                    seed=cfg.seed * 1009 + s,
-                    temperature=c.temperature,
-                    max_new_tokens=c.max_new_tokens,
-                    num_children=o.n_new_bootstrap if ph == "bootstrap" else o.n_new,
-                    chain_depth=c.chain_depth,
-                    keep_intermediate=c.keep_intermediate,
-                    tree_width=c.tree_width,
-                    max_constraints=c.max_constraints,
+                ctx = EvolveContext.from_config(
+                    c, gen, round=s, seed=cfg.seed * 1009 + s, checkers=cfg.task.checkers
                 )
+                ctx.num_children = o.n_new_bootstrap if ph == "bootstrap" else o.n_new
                 children = evolve_prompts(parents, c.methods, ctx) if ctx.num_children > 0 else []
                 pool = batch + [it.prompt for it in buffer.items]
                 kept, dropped = apply_filters(

@@ -7,7 +7,8 @@ the base policy θ_0, as in the eva tables of seed 001 §4). It reports, for one
 - the reward statistics under the run's reward source (`evarl.eval.stats.reward_stats`), failed items counted
   apart;
 - IFEval's four accuracies over the prompts' verifiable constraints (`evarl.eval.ifeval`), None if no prompt
-  carries constraints;
+  carries constraints; IFBench constraints are scored the same way and named in `ifeval.benchmark` (with a
+  per-benchmark breakdown when a set mixes both);
 - the mean response length (tokens, and characters) and the reward-length Pearson coefficient (seed 003 §2.2,
   Figure 3), since the reward hacking this loop must avoid shows up first as longer answers.
 
@@ -22,7 +23,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evarl.eval.ifeval import check_prompt, ifeval_metrics, per_instruction_accuracy
+from evarl.eval.ifeval import (
+    benchmark_label,
+    by_benchmark,
+    check_prompt,
+    ifeval_metrics,
+    per_instruction_accuracy,
+)
 from evarl.eval.io import write_json, write_jsonl
 from evarl.eval.stats import pearson, reward_stats
 from evarl.generation.base import Generator, SamplingParams
@@ -85,7 +92,15 @@ def evaluate_heldout(
             reward=None if r.failed else float(r.score),
             failed=bool(r.failed),
             reward_info=_jsonable(r.info),
-            ifeval=[{"id": x.instruction_id, "strict": x.strict, "loose": x.loose} for x in ch],
+            ifeval=[
+                {
+                    "id": x.instruction_id,
+                    "strict": x.strict,
+                    "loose": x.loose,
+                    **({"error": x.error} if x.error else {}),
+                }
+                for x in ch
+            ],
         )
         rows.append(row)
     write_jsonl(out_dir / GENERATIONS_FILE, rows)
@@ -100,6 +115,9 @@ def evaluate_heldout(
         m = ifeval_metrics(checks)
         ifeval = {k: m[k] for k in ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")}
         ifeval.update(n_prompts=m["n_prompts"], n_instructions=m["n_instructions"])
+        ifeval["benchmark"] = benchmark_label(checks)
+        if "+" in ifeval["benchmark"]:  # a mix of IFEval and IFBench checkers: each one's numbers too
+            ifeval["by_benchmark"] = by_benchmark(checks)
     heldout = {
         "mean_reward": rs["mean"],
         "reward_std": rs["std"],

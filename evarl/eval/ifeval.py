@@ -1,5 +1,9 @@
 """Instruction-following accuracy in the IFEval protocol (Zhou et al., 2023, "Instruction-Following
-Evaluation for Large Language Models"), on `if-verifiable`'s IFEval checker registry.
+Evaluation for Large Language Models"), on `if-verifiable`'s IFEval and IFBench checker registries.
+
+IFBench (Pyatkin et al., 2025) reports the same four numbers over its own 58 checkers, so a file in IFBench's
+format (`key`, `prompt`, `instruction_id_list`, `kwargs`) is evaluated by the same code; the per-instruction
+breakdown tells the two apart by id (see `evarl.tasks.checkers`).
 
 IFEval's four numbers over a set of (prompt, response) with verifiable instructions:
 
@@ -14,70 +18,33 @@ pass here is a pass there; `tests/unit/test_eval_ifeval.py` checks the agreement
 original IFEval evaluation code): an empty response fails all its instructions instead of contributing none,
 and an unknown instruction id is an error naming it instead of being skipped silently.
 
-The sentence-based checkers use NLTK's punkt_tab; `evarl.tasks.punkt.ensure_punkt` provides it offline. The
-case and language checkers use langdetect, which is random unless seeded; it is seeded (0) here, so the same
-responses always get the same accuracies.
+The sentence-based checkers use NLTK's punkt_tab and IFBench's stop-word checker NLTK's stop words;
+`evarl.tasks.nltk_data` provides both offline. The case and language checkers use langdetect, which is random
+unless seeded; it is seeded (0), so the same responses always get the same accuracies. A checker that raises on
+a response counts as not followed, with the exception kept (`InstructionCheck.error`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from evarl.tasks.checkers import InstructionCheck, check_response
 from evarl.types import Constraint, Prompt
 
+__all__ = [
+    "InstructionCheck",
+    "benchmark_label",
+    "by_benchmark",
+    "check_prompt",
+    "check_response",
+    "evaluate_prompts",
+    "ifeval_metrics",
+    "per_instruction_accuracy",
+]
+
 METRIC_KEYS = ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")
-
-
-@dataclass(frozen=True)
-class InstructionCheck:
-    instruction_id: str
-    strict: bool
-    loose: bool
-
-
-def _registry() -> dict[str, Any]:
-    import langdetect
-    from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
-
-    from evarl.tasks.punkt import ensure_punkt
-
-    ensure_punkt()
-    # The language and case checkers call langdetect, which samples at random unless seeded: short answers
-    # would pass or fail from one call to the next. Seeded, every evaluation is reproducible.
-    langdetect.DetectorFactory.seed = 0
-    return INSTRUCTION_DICT
-
-
-def check_response(
-    prompt: str, response: str, instruction_ids: Sequence[str], kwargs: Sequence[dict[str, Any]]
-) -> list[InstructionCheck]:
-    """Strict and loose pass of every instruction for one response (one result per instruction, in order)."""
-    from if_verifiable.common import get_loose_transformations, strip_thinking
-
-    if len(kwargs) != len(instruction_ids):
-        raise ValueError(f"{len(instruction_ids)} instruction ids but {len(kwargs)} kwargs dicts")
-    registry = _registry()
-    unknown = [i for i in instruction_ids if i not in registry]
-    if unknown:
-        raise KeyError(f"unknown IFEval instruction id(s) {unknown}; see if_verifiable.ifeval registry")
-    response = strip_thinking(response)
-    if not response.strip():
-        return [InstructionCheck(i, False, False) for i in instruction_ids]
-    variants = get_loose_transformations(response)
-    out = []
-    for iid, kw in zip(instruction_ids, kwargs):
-        checker = registry[iid](iid)
-        checker.build_description(**{k: v for k, v in (kw or {}).items() if v is not None})
-        args = checker.get_instruction_args()
-        if args and "prompt" in args:
-            checker.build_description(prompt=prompt)
-        strict = bool(checker.check_following(response))
-        loose = any(v.strip() and checker.check_following(v) for v in variants)
-        out.append(InstructionCheck(iid, strict, bool(loose)))
-    return out
 
 
 def check_prompt(prompt: Prompt, response: str) -> list[InstructionCheck]:
@@ -122,9 +89,39 @@ def per_instruction_accuracy(results: Sequence[Sequence[InstructionCheck]]) -> d
     }
 
 
+BENCHMARK_LABELS = {"ifeval": "IFEval", "ifbench": "IFBench"}
+
+
+def benchmark_label(results: Sequence[Sequence[InstructionCheck]]) -> str:
+    """ "IFEval", "IFBench" or "IFEval+IFBench": whose checkers these results come from ("IFEval" if none)."""
+    from evarl.tasks.checkers import benchmark_of
+
+    names = sorted({benchmark_of(c.instruction_id) for r in results for c in r})
+    return "+".join(BENCHMARK_LABELS[n] for n in names) if names else "IFEval"
+
+
+def by_benchmark(results: Sequence[Sequence[InstructionCheck]]) -> dict[str, dict[str, float | int | None]]:
+    """The four accuracies per benchmark (pure given the registry): instruction level over that benchmark's
+    instructions, prompt level over the instructions of that benchmark in each prompt (a prompt mixing both
+    counts for each, on its own instructions)."""
+    from evarl.tasks.checkers import benchmark_of
+
+    out = {}
+    for name in ("ifeval", "ifbench"):
+        part = [[c for c in r if benchmark_of(c.instruction_id) == name] for r in results]
+        if any(part):
+            out[name] = ifeval_metrics(part)
+    return out
+
+
 def evaluate_prompts(prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, Any]:
     """The four IFEval numbers plus the per-instruction breakdown for prompts with constraints."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     results = [check_prompt(p, r) for p, r in zip(prompts, responses)]
-    return {**ifeval_metrics(results), "by_instruction": per_instruction_accuracy(results)}
+    return {
+        **ifeval_metrics(results),
+        "benchmark": benchmark_label(results),
+        "by_benchmark": by_benchmark(results),
+        "by_instruction": per_instruction_accuracy(results),
+    }

@@ -322,6 +322,20 @@ HELDOUT_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+def _bench(heldouts: Sequence[dict[str, Any] | None]) -> str:
+    """The instruction benchmark(s) the held-out numbers measure: "IFEval" unless they say otherwise."""
+    names = set()
+    for h in heldouts:
+        ife = h.get("ifeval") if isinstance(h, dict) else None
+        if isinstance(ife, dict) and isinstance(ife.get("benchmark"), str):
+            names.add(ife["benchmark"])
+    return names.pop() if len(names) == 1 else ("IFEval/IFBench" if names else "IFEval")
+
+
+def _columns(bench: str, cols: Sequence[tuple[str, str, str]] | None = None) -> list[tuple[str, str, str]]:
+    return [(c.replace("IFEval", bench), k, kind) for c, k, kind in (cols or HELDOUT_COLUMNS)]
+
+
 def _get(d: dict[str, Any] | None, dotted: str) -> Any:
     cur: Any = d
     for part in dotted.split("."):
@@ -335,18 +349,19 @@ def heldout_table(run: RunData) -> Table | None:
     """Held-out metrics per round; round 0 is the base policy, Δ columns are against it."""
     rows = []
     base = run.rounds.get(0).heldout if 0 in run.rounds else None
+    columns = _columns(_bench([x.heldout for x in run.rounds.values()]))
     for r in sorted(run.rounds):
         h = run.rounds[r].heldout
         if h is None:
             continue
         label = "0 (base θ_0)" if r == 0 else str(r)
-        cells = [label] + [_fmt(_get(h, k), kind) for _, k, kind in HELDOUT_COLUMNS]
+        cells = [label] + [_fmt(_get(h, k), kind) for _, k, kind in columns]
         cells.append(_delta(h, base, "mean_reward", "num") if r else "")
         cells.append(_delta(h, base, "ifeval.prompt_loose", "pct") if r else "")
         rows.append(cells)
     if not rows:
         return None
-    headers = ["round"] + [c for c, _, _ in HELDOUT_COLUMNS] + ["Δ reward vs base", "Δ prompt loose vs base"]
+    headers = ["round"] + [c for c, _, _ in columns] + ["Δ reward vs base", "Δ prompt loose vs base"]
     return Table(headers, rows)
 
 
@@ -536,7 +551,8 @@ def differing_config(runs: Sequence[RunData]) -> list[str]:
 def comparison_table(runs: Sequence[RunData]) -> Table | None:
     """Ablation-table form (seed 001 Tables 4-6): θ_0 first, then each run at its last evaluated round."""
     knobs = differing_config(runs)
-    metric_cols = [c for c in HELDOUT_COLUMNS if c[1] != "reward_std"]
+    bench = _bench([x.heldout for run in runs for x in run.rounds.values()])
+    metric_cols = [c for c in _columns(bench) if c[1] != "reward_std"]
     headers = ["run", "round"] + knobs + [c for c, _, _ in metric_cols]
     rows = []
     base_run = next((r for r in runs if 0 in r.rounds and r.rounds[0].heldout is not None), None)
@@ -594,10 +610,11 @@ def _run_plots(run: RunData, slug: str) -> list[Plot]:
     held = {r: run.rounds[r].heldout for r in rounds if run.rounds[r].heldout is not None}
     if held:
         series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        bench = _bench(list(held.values()))
         for label, key in [
             ("mean held-out reward", "mean_reward"),
-            ("IFEval prompt-level loose", "ifeval.prompt_loose"),
-            ("IFEval instruction-level loose", "ifeval.inst_loose"),
+            (f"{bench} prompt-level loose", "ifeval.prompt_loose"),
+            (f"{bench} instruction-level loose", "ifeval.inst_loose"),
             ("mean length (tokens)", "mean_length"),
         ]:
             pts = [(r, float(_get(h, key))) for r, h in held.items() if isinstance(_get(h, key), int | float)]
@@ -691,9 +708,10 @@ def _compare_plot(runs: Sequence[RunData]) -> Plot | None:
     from evarl.eval import plots
 
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    bench = _bench([x.heldout for run in runs for x in run.rounds.values()])
     for label, key in [
         ("mean held-out reward", "mean_reward"),
-        ("IFEval prompt-level loose", "ifeval.prompt_loose"),
+        (f"{bench} prompt-level loose", "ifeval.prompt_loose"),
     ]:
         per_run = {}
         for run in runs:
@@ -804,7 +822,7 @@ def write_round_markdown(run_dir: Path, round_idx: int) -> Path:
         if round_idx <= 1:
             cols = [cols[0], cols[2]]
         rows = []
-        for label, key, kind in HELDOUT_COLUMNS:
+        for label, key, kind in _columns(_bench([base, prev, cur])):
             row = [label] + [_fmt(_get(h, key), kind) for _, h in cols]
             row.append(_delta(cur, base, key, kind) if cur is not None and base is not None else "—")
             rows.append(row)

@@ -2,7 +2,7 @@
 
 Importing this package registers every built-in source in `evarl.registry.REWARDS`:
 
-- `verifier`   IFEval checkers from `if-verifiable` (strict / loose), `evarl.rewards.verifier`
+- `verifier`   IFEval and IFBench checkers from `if-verifiable` (strict / loose), `evarl.rewards.verifier`
 - `classifier` any sequence-classification reward model (ArmoRM-/Skywork-style, or one from `evarl train-rm`)
 - `pairwise`   an LLM preference model P(a > b) in RLHFlow's [CONTEXT]/[RESPONSE A]/[RESPONSE B] format
 - `judge`      LLM-as-a-judge with the additive 5-point prompt (self-reward or a teacher model/endpoint)

@@ -1,20 +1,22 @@
-"""Verifiable reward: IFEval checkers from `if-verifiable` (RLVR-style exact reward for the default task).
+"""Verifiable reward: IFEval and IFBench checkers from `if-verifiable` (RLVR-style exact reward).
 
 reward = fraction of the prompt's constraints satisfied, under IFEval's strict or loose semantics (loose also
-accepts the response with its first/last line or markdown asterisks removed). A prompt with no constraints
-cannot be verified: its items are flagged failed, never scored 0.
+accepts the response with its first/last line or markdown asterisks removed). Constraint ids may come from
+either benchmark (`evarl.tasks.checkers`). A prompt with no constraints cannot be verified: its items are
+flagged failed, never scored 0. A checker that raises on a response counts that constraint as not satisfied;
+the exception is kept in the item's info["errors"].
 """
 
 from __future__ import annotations
 
 from evarl.registry import REWARDS
-from evarl.tasks.constraints import check
+from evarl.tasks.checkers import check_response
 from evarl.types import Prompt, RewardResult
 
 
 @REWARDS.register("verifier")
 class VerifierReward:
-    """Fraction of IFEval constraints satisfied (mode: strict | loose)."""
+    """Fraction of IFEval/IFBench constraints satisfied (mode: strict | loose)."""
 
     name = "verifier"
 
@@ -29,12 +31,12 @@ class VerifierReward:
             if not p.constraints:
                 out.append(RewardResult(0.0, failed=True, info={"reason": "no constraints to verify"}))
                 continue
-            res = check(p.constraints, p.text, r)
-            passed = [(s if self.mode == "strict" else lo) for _, s, lo in res]
-            out.append(
-                RewardResult(
-                    sum(passed) / len(passed),
-                    info={"passed": {cid: bool(x) for (cid, _, _), x in zip(res, passed)}},
-                )
-            )
+            cs = p.constraints
+            res = check_response(p.text, r, [c.id for c in cs], [c.kwargs for c in cs])
+            passed = [(x.strict if self.mode == "strict" else x.loose) for x in res]
+            info: dict[str, object] = {"passed": {x.instruction_id: bool(ok) for x, ok in zip(res, passed)}}
+            errors = {x.instruction_id: x.error for x in res if x.error}
+            if errors:
+                info["errors"] = errors
+            out.append(RewardResult(sum(passed) / len(passed), info=info))
         return out

@@ -1,9 +1,11 @@
 """The embedded default task: instruction following with verifiable constraints.
 
 Shipped base tasks (`evarl/data/base_tasks.jsonl`, 255 tasks in 12 categories written for evarl), each combined
-with 1–3 IFEval constraints sampled deterministically from the task id and seed. The reward is the fraction of
-constraints satisfied (see `evarl.rewards.verifier`). The held-out split (`evarl/data/heldout.jsonl`, IFEval
-format) uses base tasks that never appear in training.
+with 1–3 verifiable constraints sampled deterministically from the task id and seed, from the pool
+`task.checkers` names (IFEval by default, IFBench, or both; `evarl.tasks.constraints`). The reward is the
+fraction of constraints satisfied (see `evarl.rewards.verifier`). The held-out split uses base tasks that never
+appear in training: `evarl/data/heldout.jsonl` (IFEval constraints) and `evarl/data/heldout_ifbench.jsonl`
+(the same tasks with IFBench constraints), both in IFEval's file format.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ def _rng(*parts: object) -> random.Random:
     return random.Random(int(h[:16], 16))
 
 
-def make_prompt(row: dict[str, str], seed: int, min_c: int, max_c: int, prefix: str) -> Prompt:
-    rng = _rng(prefix, row["id"], seed)
-    constraints = sample_constraints(rng, rng.randint(min_c, max_c))
+def make_prompt(
+    row: dict[str, str], seed: int, min_c: int, max_c: int, prefix: str, pool: str = "ifeval"
+) -> Prompt:
+    rng = _rng(prefix, row["id"], seed) if pool == "ifeval" else _rng(prefix, row["id"], seed, pool)
+    constraints = sample_constraints(rng, rng.randint(min_c, max_c), pool)
     text = build_prompt_text(row["task"], constraints)
     return Prompt(
         id=f"{prefix}-{row['id']}",
@@ -55,8 +59,11 @@ def make_prompt(row: dict[str, str], seed: int, min_c: int, max_c: int, prefix: 
     )
 
 
-def train_prompts(n: int, seed: int = 0, min_constraints: int = 1, max_constraints: int = 3) -> list[Prompt]:
-    """`n` training prompts: a seeded sample of the non-held-out base tasks with fresh constraints."""
+def train_prompts(
+    n: int, seed: int = 0, min_constraints: int = 1, max_constraints: int = 3, checkers: str = "ifeval"
+) -> list[Prompt]:
+    """`n` training prompts: a seeded sample of the non-held-out base tasks with fresh constraints from the
+    `checkers` pool."""
     rows = [r for i, r in enumerate(load_base_tasks()) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
     rng = _rng("train-order", seed)
     rng.shuffle(rows)
@@ -64,26 +71,39 @@ def train_prompts(n: int, seed: int = 0, min_constraints: int = 1, max_constrain
         raise ValueError(
             f"task.train_prompts: at most {len(rows)} default training prompts exist, asked for {n}"
         )
-    return [make_prompt(r, seed, min_constraints, max_constraints, "s") for r in rows[:n]]
+    return [make_prompt(r, seed, min_constraints, max_constraints, "s", checkers) for r in rows[:n]]
 
 
 def heldout_rows() -> list[dict[str, str]]:
     return [r for i, r in enumerate(load_base_tasks()) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
 
 
-def heldout_prompts(n: int | None = None) -> list[Prompt]:
-    """The shipped held-out set (IFEval format); fixed constraints so every run is measured on the same set."""
+HELDOUT_FILES = {"ifeval": "heldout.jsonl", "ifbench": "heldout_ifbench.jsonl"}
+
+
+def heldout_prompts(n: int | None = None, checkers: str = "ifeval") -> list[Prompt]:
+    """The shipped held-out set for a constraint pool (IFEval file format); fixed constraints so every run is
+    measured on the same set. "all" alternates the IFEval and IFBench sets (the same base tasks, so each task
+    appears once with each benchmark's constraints)."""
     from evarl.data_io import read_ifeval_prompts
 
-    prompts = read_ifeval_prompts(_data_path("heldout.jsonl"))
+    if checkers == "all":
+        a, b = heldout_prompts(None, "ifeval"), heldout_prompts(None, "ifbench")
+        prompts = [p for pair in zip(a, b) for p in pair]
+    elif checkers in HELDOUT_FILES:
+        prompts = read_ifeval_prompts(_data_path(HELDOUT_FILES[checkers]))
+    else:
+        raise ValueError(f"task.checkers: must be one of ifeval, ifbench, all, got {checkers!r}")
     return prompts if n is None else prompts[:n]
 
 
-def write_heldout_file(path: Path) -> None:
-    """Regenerate `data/heldout.jsonl` (IFEval format) from the held-out base tasks (maintainers only)."""
+def write_heldout_file(path: Path, checkers: str = "ifeval") -> None:
+    """Regenerate `data/heldout.jsonl` (or, for "ifbench", `data/heldout_ifbench.jsonl`; IFEval file format)
+    from the held-out base tasks (maintainers only)."""
+    prefix = "h" if checkers == "ifeval" else f"h-{checkers}"
     with open(path, "w") as f:
         for r in heldout_rows():
-            p = make_prompt(r, 1234, 1, 3, "h")
+            p = make_prompt(r, 1234, 1, 3, prefix, checkers)
             f.write(
                 json.dumps(
                     {

@@ -311,7 +311,7 @@ def test_evolve_constraints_none_when_nothing_fits(monkeypatch: pytest.MonkeyPat
 
     import evarl.tasks.constraints as tc
 
-    monkeypatch.setattr(tc, "random_constraint", lambda rng, existing: None)
+    monkeypatch.setattr(tc, "random_constraint", lambda rng, existing, pool="ifeval": None)
     assert evolve_constraints(random.Random(0), [Constraint("punctuation:no_comma")], 6) is None
     (k,) = evolve_prompts(train_prompts(1), ["constraint"], ctx(NoModel()))
     assert k.meta["evolve_error"] and k.text == train_prompts(1)[0].text  # the copy filter will count it

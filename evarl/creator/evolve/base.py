@@ -33,10 +33,17 @@ class EvolveContext:
     tree_width: int = 3  # tree-bon: candidates per node (Figure 11)
     judge: Generator | None = None  # tree-bon scorer; None = the creator model itself
     max_constraints: int = 6  # constraint evolver: at this many it changes a constraint instead of adding
+    checkers: str = "ifeval"  # constraint evolver: the pool new constraints come from (task.checkers)
 
     @classmethod
     def from_config(
-        cls, c: Any, generator: Generator, round: int, seed: int, judge: Generator | None = None
+        cls,
+        c: Any,
+        generator: Generator,
+        round: int,
+        seed: int,
+        judge: Generator | None = None,
+        checkers: str = "ifeval",
     ) -> EvolveContext:
         """The context for a `CreatorConfig` (every creator field the strategies read comes from it)."""
         return cls(
@@ -51,6 +58,7 @@ class EvolveContext:
             tree_width=c.tree_width,
             judge=judge,
             max_constraints=c.max_constraints,
+            checkers=checkers,
         )
 
 

@@ -1,7 +1,8 @@
 """The verifiable-constraint evolver for the default task (evarl's own; eva's "constraints" method made exact).
 
 eva's in-depth "constraints" mutation asks an LLM to add requirements in prose, which a verifier cannot check.
-This strategy edits the prompt's IFEval constraint list instead, keeping the base task text: each step either
+This strategy edits the prompt's verifiable constraint list instead (new constraints come from the
+`task.checkers` pool: IFEval, IFBench or both), keeping the base task text: each step either
 adds one constraint compatible with the existing ones (IFEval's conflict table, `evarl.tasks.constraints`) or
 changes one (replaces a randomly chosen constraint by a different compatible one), with probability 1/2 each;
 at `ctx.max_constraints` constraints it always changes. The user turn is rebuilt with `build_prompt_text`, so
@@ -21,7 +22,7 @@ from evarl.types import Constraint, Prompt
 
 
 def evolve_constraints(
-    rng: random.Random, existing: list[Constraint], max_constraints: int
+    rng: random.Random, existing: list[Constraint], max_constraints: int, pool: str = "ifeval"
 ) -> tuple[list[Constraint], str] | None:
     """(new constraint list, "add:<id>" | "change:<old>-><new>") or None when nothing compatible is left."""
     from evarl.tasks.constraints import random_constraint
@@ -30,14 +31,14 @@ def evolve_constraints(
     rng.shuffle(ops)
     for op in ops:
         if op == "add":
-            c = random_constraint(rng, existing)
+            c = random_constraint(rng, existing, pool)
             if c is not None:
                 return [*existing, c], f"add:{c.id}"
         else:
             for i in rng.sample(range(len(existing)), len(existing)):
                 rest = existing[:i] + existing[i + 1 :]
                 for _ in range(4):  # the sampler may redraw the same constraint; try a few times
-                    c = random_constraint(rng, rest)
+                    c = random_constraint(rng, rest, pool)
                     if c is None:
                         break
                     if c != existing[i]:
@@ -47,7 +48,7 @@ def evolve_constraints(
 
 @EVOLVERS.register("constraint")
 class ConstraintEvolver(SlotEvolver):
-    """Add or change one verifiable IFEval constraint, keeping the base task (no model call)."""
+    """Add or change one verifiable constraint, keeping the base task (no model call)."""
 
     name = "constraint"
 
@@ -61,7 +62,7 @@ class ConstraintEvolver(SlotEvolver):
             if not root.task:  # a file prompt: its text becomes the task the constraints are appended to
                 prev = Prompt(**{**root.__dict__, "task": root.text})
             for step in range(1, ctx.chain_depth + 1):
-                edit = evolve_constraints(rng, prev.constraints, ctx.max_constraints)
+                edit = evolve_constraints(rng, prev.constraints, ctx.max_constraints, ctx.checkers)
                 cons, op = edit if edit else (prev.constraints, "none")
                 child = make_child(
                     root,
