@@ -104,6 +104,15 @@ def prompt_from_row(row: dict[str, Any], where: str, index: int) -> Prompt:
         kwargs = row.get("kwargs") or [{} for _ in ids]
         if len(kwargs) != len(ids):
             raise DataError(f"{where}: field 'kwargs': {len(kwargs)} entries for {len(ids)} instructions")
+        if ids:
+            from evarl.tasks.checkers import registry
+
+            unknown = [i for i in ids if i not in registry()]
+            if unknown:
+                raise DataError(
+                    f"{where}: field 'instruction_id_list': unknown instruction id(s) {unknown} "
+                    "(not IFEval or IFBench checkers)"
+                )
         constraints = [
             Constraint(i, {k: v for k, v in (kw or {}).items() if v is not None})
             for i, kw in zip(ids, kwargs)

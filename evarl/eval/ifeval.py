@@ -96,8 +96,8 @@ def benchmark_label(results: Sequence[Sequence[InstructionCheck]]) -> str:
     """ "IFEval", "IFBench" or "IFEval+IFBench": whose checkers these results come from ("IFEval" if none)."""
     from evarl.tasks.checkers import benchmark_of
 
-    names = sorted({benchmark_of(c.instruction_id) for r in results for c in r})
-    return "+".join(BENCHMARK_LABELS[n] for n in names) if names else "IFEval"
+    names = {benchmark_of(c.instruction_id) for r in results for c in r}
+    return "+".join(label for n, label in BENCHMARK_LABELS.items() if n in names) or "IFEval"
 
 
 def by_benchmark(results: Sequence[Sequence[InstructionCheck]]) -> dict[str, dict[str, float | int | None]]:

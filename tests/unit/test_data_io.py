@@ -64,3 +64,21 @@ def test_write_jsonl_is_atomic(tmp_path: Path) -> None:
         write_jsonl(p, bad())
     assert p.read_text() == '{"a": 1}\n'  # the finished file is untouched
     assert list(tmp_path.iterdir()) == [p]
+
+
+def test_ifbench_file_reads_and_unknown_instruction_names_line(tmp_path: Path) -> None:
+    # IFBench_test rows carry every kwargs key of the dataset schema, most of them null
+    row = {
+        "key": 7,
+        "prompt": "Describe rain. Use at least 2 different coordinating conjunctions in the response.",
+        "instruction_id_list": ["count:conjunctions"],
+        "kwargs": [{"small_n": 2, "N": None, "percentage": None}],
+    }
+    p = tmp_path / "ifbench.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    (prompt,) = read_prompts(p)
+    assert prompt.id == "7" and prompt.constraints[0].kwargs == {"small_n": 2}
+    bad = dict(row, instruction_id_list=["count:conjunctionz"])
+    p.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match=r"ifbench\.jsonl:2: field 'instruction_id_list'.*count:conjunctionz"):
+        read_prompts(p)
