@@ -8,8 +8,11 @@ before, so every dropped child is counted once, under the first reason that appl
     empty       no usable text (creator output did not parse)
     truncated   the creator hit max_new_tokens (meta["finish_reason"] == "length")
     copy        same text as its own parent (whitespace / case-insensitive)
-    leak        meta-prompt text in the prompt: "#Rewritten Prompt#"-style markers, "Prompt Rewriter", or any
-                8-word run of a shipped meta-prompt file
+    leak        meta-prompt text in the prompt: "#Rewritten Prompt#"-style markers, "Prompt Rewriter", any
+                8-word run of a shipped meta-prompt file, or talk about "the prompt" when the parent never
+                mentions prompts (WizardLM's rule 4: the evolved instruction "copies words from the evolving
+                prompt, such as 'given prompt', 'rewritten prompt'"; it also catches a creator that replies
+                "I'm ready to help. What prompt would you like to edit?" instead of rewriting)
     length      more than max_chars characters
     exact_dup   same normalised text as a parent or an earlier child
     near_dup    cosine similarity >= threshold to a parent or an earlier kept child, on all-MiniLM-L6-v2
@@ -74,6 +77,7 @@ def copy(children: list[Prompt], ctx: FilterContext) -> list[bool]:
     return keep
 
 
+_PROMPT_WORD = re.compile(r"\bprompts?\b", re.IGNORECASE)
 _MARKERS = re.compile(
     r"#\s*(?:the\s+)?(?:given|rewritten|created)\s+(?:prompt|response)\s*#"
     r"|prompt (?:re)?writer|prompt creator|\brewritten prompt\b|\bcreated prompt\b",
@@ -93,8 +97,11 @@ def _template_ngrams() -> frozenset[tuple[str, ...]]:
 
 
 def leaks(text: str, parent_text: str = "") -> bool:
-    """Whether `text` contains meta-prompt markers or an 8-word run of a meta-prompt (not from its parent)."""
+    """Whether `text` contains meta-prompt markers, the word "prompt" or an 8-word run of a meta-prompt, none
+    of which its parent has."""
     if _MARKERS.search(text) and not _MARKERS.search(parent_text):
+        return True
+    if _PROMPT_WORD.search(text) and not _PROMPT_WORD.search(parent_text):
         return True
     words = re.findall(r"[a-z0-9']+", text.lower())
     pwords = re.findall(r"[a-z0-9']+", parent_text.lower())

@@ -62,6 +62,17 @@ def test_leak_markers_and_template_ngrams() -> None:
     run = " ".join(words[8:16])
     assert leaks(f"Please {run} thanks")
     assert not leaks("Write a short story about a lighthouse keeper who finds a message in a bottle.")
+    # a creator talking about the prompt instead of rewriting it (seen from SmolLM2 in the default run)
+    assert leaks(
+        "I'm ready to help. What prompt would you like to edit?", "How does a fridge keep food cold?"
+    )
+    assert leaks(
+        "#This Prompt is a re-imagining of how refrigerators keep food warm.", "How do fridges work?"
+    )
+    assert not leaks(
+        "Write an image-generation prompt for a foggy harbour.", "Write a prompt for a harbour scene."
+    )
+    assert not leaks("Explain how promptly paying bills helps your credit score.", "Explain credit scores.")
     # text the parent already had is not a leak
     parent = "Summarise the given prompt# guidelines: be short"
     assert not leaks("Summarise the given prompt# guidelines: be short and kind", parent)
