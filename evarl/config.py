@@ -465,8 +465,10 @@ def validate_config(cfg: RunConfig) -> list[str]:
             e.append(f"task.{fp}: file {v!r} does not exist")
     pos("task.train_prompts", t.train_prompts)
     pos("task.heldout_prompts", t.heldout_prompts, strict=False)
-    if t.checkers not in ("ifeval", "ifbench", "all"):
-        e.append(f"task.checkers: must be one of ifeval, ifbench, all, got {t.checkers!r}")
+    from evarl.tasks.constraints import POOLS
+
+    if t.checkers not in POOLS:
+        e.append(f"task.checkers: must be one of {', '.join(POOLS)}, got {t.checkers!r}")
     if not 1 <= t.min_constraints <= t.max_constraints:
         e.append("task.min_constraints: must satisfy 1 <= min_constraints <= max_constraints")
     if not cfg.reward.sources:

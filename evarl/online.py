@@ -21,16 +21,13 @@ repeats exactly what an uninterrupted one does.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from evarl.config import ConfigError, RunConfig, validate_config
-from evarl.data_io import read_json, read_jsonl, write_json, write_jsonl
+from evarl.data_io import read_json, read_jsonl, replace_dir, write_json, write_jsonl
 from evarl.generation.base import SamplingParams
 from evarl.runs import Run
 from evarl.types import Completion, Prompt, Scored
@@ -66,19 +63,11 @@ def _save_state(d: Path, model: Any, optimizer: Any, buffer: Any, meta: dict[str
     import torch
     from safetensors.torch import save_model
 
-    d.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".state.", dir=d.parent))
-    try:
+    with replace_dir(d) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         write_jsonl(tmp / "buffer.jsonl", buffer.to_rows())
         write_json(tmp / "meta.json", meta)
-        if d.exists():
-            shutil.rmtree(d)
-        os.replace(tmp, d)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -312,12 +301,9 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 _save_state(state, model, optimizer, buffer, {"step": s, "pointer": pointer})
 
         final = out / "model"
-        tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=out))
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with replace_dir(final) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
         entry = r.manifest["stages"]["online/train"]
         steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
         entry.update(

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -215,18 +212,11 @@ def train_bt(
 
 
 def _save_atomic(out_dir: Path, save: Any, metrics: dict[str, Any], log: list[dict[str, Any]]) -> None:
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
+    from evarl.data_io import replace_dir
+
+    with replace_dir(out_dir) as tmp:
         save(tmp)
         (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         with (tmp / "train_log.jsonl").open("w") as f:
             for r in log:
                 f.write(json.dumps(r) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

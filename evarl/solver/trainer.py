@@ -223,21 +223,19 @@ def _save_state(
 ) -> None:
     from safetensors.torch import save_file
 
-    state_dir.mkdir(parents=True, exist_ok=True)
+    from evarl.data_io import replace_dir
+
     final = state_dir / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=state_dir))
-    save_file(
-        {n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
-        str(tmp / "trainable.safetensors"),
-    )
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-        tmp / "optim.pt",
-    )
-    _atomic_write_text(tmp / "meta.json", json.dumps({"step": step, **extra}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with replace_dir(final) as tmp:
+        save_file(
+            {n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
+            str(tmp / "trainable.safetensors"),
+        )
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+            tmp / "optim.pt",
+        )
+        _atomic_write_text(tmp / "meta.json", json.dumps({"step": step, **extra}))
     _atomic_write_text(state_dir / "latest", final.name)  # the commit point
     for old in state_dir.glob("step-*"):
         if old.name != final.name:
@@ -330,21 +328,16 @@ def _build_optimizer(model: Any, cfg: Any) -> torch.optim.Optimizer:
 
 
 def _save_final(model: Any, tokenizer: Any, out_dir: Path, summary: dict[str, Any]) -> Path:
+    from evarl.data_io import replace_dir
+
     final = out_dir / "model"
-    tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir))
-    try:
+    with replace_dir(final) as tmp:
         if hasattr(model, "merge_and_unload"):  # PEFT: the next round loads a plain model
             model = model.merge_and_unload()
         model.config.use_cache = True
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

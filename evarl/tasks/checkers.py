@@ -149,10 +149,18 @@ def benchmark_of(instruction_id: str) -> str:
     raise KeyError(f"unknown instruction id {instruction_id!r}: not an IFEval or IFBench checker")
 
 
+def _build(instruction_id: str, kwargs: dict[str, Any] | None) -> tuple[Any, str]:
+    reg = registry()
+    if instruction_id not in reg:
+        raise KeyError(f"unknown instruction id {instruction_id!r}: not an IFEval or IFBench checker")
+    checker = reg[instruction_id](instruction_id)
+    text = checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None})
+    return checker, text
+
+
 def make_checker(instruction_id: str, kwargs: dict[str, Any] | None, prompt: str = "") -> Any:
     """A checker built with `kwargs` (None values dropped) and, where it reads it, the prompt."""
-    checker = registry()[instruction_id](instruction_id)
-    checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None})
+    checker, _ = _build(instruction_id, kwargs)
     args = checker.get_instruction_args()
     if args and "prompt" in args:
         checker.build_description(prompt=prompt)
@@ -161,10 +169,7 @@ def make_checker(instruction_id: str, kwargs: dict[str, Any] | None, prompt: str
 
 def describe(instruction_id: str, kwargs: dict[str, Any] | None) -> str:
     """The checker's own instruction text for these kwargs."""
-    if instruction_id not in registry():
-        raise KeyError(f"unknown instruction id {instruction_id!r}: not an IFEval or IFBench checker")
-    checker = registry()[instruction_id](instruction_id)
-    return checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None}).strip()
+    return _build(instruction_id, kwargs)[1].strip()
 
 
 def _follows(checker: Any, text: str) -> tuple[bool, str | None]:

@@ -16,7 +16,7 @@ import random
 from importlib import resources
 from pathlib import Path
 
-from evarl.tasks.constraints import build_prompt_text, sample_constraints
+from evarl.tasks.constraints import build_prompt_text, pool_samplers, sample_constraints
 from evarl.types import Constraint, Prompt
 
 HELDOUT_EVERY = 5  # every 5th base task is held out
@@ -90,10 +90,9 @@ def heldout_prompts(n: int | None = None, checkers: str = "ifeval") -> list[Prom
     if checkers == "all":
         a, b = heldout_prompts(None, "ifeval"), heldout_prompts(None, "ifbench")
         prompts = [p for pair in zip(a, b) for p in pair]
-    elif checkers in HELDOUT_FILES:
-        prompts = read_ifeval_prompts(_data_path(HELDOUT_FILES[checkers]))
     else:
-        raise ValueError(f"task.checkers: must be one of ifeval, ifbench, all, got {checkers!r}")
+        pool_samplers(checkers)  # an unknown pool is a ValueError naming task.checkers
+        prompts = read_ifeval_prompts(_data_path(HELDOUT_FILES[checkers]))
     return prompts if n is None else prompts[:n]
 
 

@@ -17,9 +17,6 @@ directory is put first on `nltk.data.path`.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -35,18 +32,12 @@ def nltk_data_dir() -> Path:
 
 def _write_dir(target: Path, files: dict[str, str]) -> None:
     """Write `files` into a fresh directory renamed to `target` (a reader never sees half a model)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    from evarl.data_io import replace_dir
+
+    with replace_dir(target) as tmp:
         for name, text in files.items():
             with open(tmp / name, "w", newline="") as f:
                 f.write(text)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _punkt_files() -> dict[str, str]:
