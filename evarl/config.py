@@ -45,6 +45,10 @@ class GenerationConfig:
     top_p: float = 0.95
     max_new_tokens: int = 96
     batch_size: int = 64  # sequences per forward batch (prompts x n)
+    # prompts per shard: generation, scoring, evolving, reference log-probs and evaluation are cut into chunks of
+    # this many prompts, each seeded by (seed, chunk index) and spread over the processes (evarl.dist), so the
+    # artifacts do not depend on the number of processes. It is also the resumable unit of generation.
+    chunk_prompts: int = 8
     endpoint: str | None = None  # base URL for the openai backend
     endpoint_model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -143,6 +147,9 @@ class SolverConfig:
     epochs: int = 2  # appendix A: DPO uses 2 epochs per iteration
     batch_size: int = 4
     grad_accum: int = 1
+    # pairs per optimizer step over all processes (per-device batch x grad_accum x processes). When set, grad_accum
+    # is derived from it and the world size, so a recipe means the same global batch on 1 or 8 GPUs.
+    global_batch_size: int | None = None
     max_grad_norm: float = 1.0
     max_length: int = 384
     max_prompt_length: int = 256
@@ -190,6 +197,9 @@ class RunConfig:
     rounds: int = 2
     algorithm: str = "offline"  # offline (rounds of the eva loop) | online (evolve per mini-batch, RLOO/OAIF)
     threads: int = 0  # torch threads; 0 = torch default
+    # where every model runs (policy, reference, reward models, judges, creator, evaluation):
+    # auto = this process's CUDA device when CUDA is present, else the CPU; or cpu | cuda | cuda:N
+    device: str = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -445,6 +455,12 @@ def validate_config(cfg: RunConfig) -> list[str]:
         e.append(f"generation.top_p: must be in (0, 1], got {g.top_p}")
     pos("generation.max_new_tokens", g.max_new_tokens)
     pos("generation.batch_size", g.batch_size)
+    pos("generation.chunk_prompts", g.chunk_prompts)
+    from evarl.dist import device_problem, launched_size
+
+    problem = device_problem(cfg.device)
+    if problem:
+        e.append(f"device: {problem}")
     if g.backend == "openai":
         e.append(
             "generation.backend: 'openai' serves a fixed model and cannot generate with the policy being trained; "
@@ -525,6 +541,15 @@ def validate_config(cfg: RunConfig) -> list[str]:
     pos("solver.epochs", s.epochs)
     pos("solver.batch_size", s.batch_size)
     pos("solver.grad_accum", s.grad_accum)
+    if s.global_batch_size is not None:
+        pos("solver.global_batch_size", s.global_batch_size)
+        nproc = launched_size()
+        if s.global_batch_size > 0 and s.global_batch_size % (s.batch_size * nproc):
+            e.append(
+                f"solver.global_batch_size: {s.global_batch_size} pairs per step cannot be split into "
+                f"solver.batch_size={s.batch_size} x grad_accum x {nproc} processes; choose a global batch "
+                f"divisible by {s.batch_size * nproc}, another batch_size, or another process count"
+            )
     pos("solver.max_length", s.max_length)
     frac("solver.warmup_ratio", s.warmup_ratio)
     frac("solver.label_smoothing", s.label_smoothing)
