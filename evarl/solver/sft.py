@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 from evarl.data_io import DataError, iter_jsonl
+from evarl.engine import SUMMARY_FILE, content_hash, model_is_complete
 from evarl.solver.logprobs import collate_sequences, encode_prompt, encode_response, response_logps
-from evarl.solver.trainer import SUMMARY_FILE, _hash, _train, model_is_complete
+from evarl.solver.trainer import train_policy
 
 
 @dataclass
@@ -95,6 +96,7 @@ def train_sft(
     out_dir: Path,
     seed: int,
     progress: bool = True,
+    device: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model_path`` on ``examples`` (SFTExample or raw rows) and save to ``out_dir/model``.
 
@@ -126,7 +128,7 @@ def train_sft(
         nll = -sums.float().sum() / lengths.sum().clamp(min=1)
         return nll, {}
 
-    return _train(
+    return train_policy(
         kind="sft",
         model_path=model_path,
         tokenizer=tokenizer,
@@ -137,6 +139,7 @@ def train_sft(
         out_dir=Path(out_dir),
         seed=seed,
         progress=progress,
-        data_hash=_hash([[p, r] for p, r in zip(prompts, responses)]),
+        data_hash=content_hash([[p, r] for p, r in zip(prompts, responses)]),
         summary_extra={"tokens": sum(len(p) + len(r) for p, r in zip(prompts, responses))},
+        device=device,
     )
