@@ -42,8 +42,17 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [row for _, row in iter_jsonl(path)]
 
 
+def _not_writer() -> bool:
+    """In a multi-process run only rank 0 writes files; the others see them after the stage's barrier."""
+    from evarl.dist import world
+
+    return not world().is_main
+
+
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
-    """Atomic: written to a temp file in the same folder, then renamed over `path`."""
+    """Atomic: written to a temp file in the same folder, then renamed over `path`. Rank 0 only."""
+    if _not_writer():
+        return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
@@ -61,6 +70,9 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic, rank 0 only (as write_jsonl)."""
+    if _not_writer():
+        return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)

@@ -220,9 +220,7 @@ def map_chunks(
     return [results[c] for c in range(n_chunks)]
 
 
-def map_sharded(
-    items: Sequence[T], chunk_size: int, fn: Callable[[int, list[T]], list[Any]]
-) -> list[Any]:
+def map_sharded(items: Sequence[T], chunk_size: int, fn: Callable[[int, list[T]], list[Any]]) -> list[Any]:
     """``fn(c, chunk)`` over fixed chunks of ``items``, spread over the ranks; the flattened results in item
     order on every rank. Inside a chunk (``in_shard()``) the call runs locally, unsharded."""
     chunks = chunked(items, chunk_size)

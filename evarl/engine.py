@@ -580,7 +580,7 @@ def _rebuild_peft_on_cpu(model: Any, state_dict: dict[str, torch.Tensor]) -> Any
 
 
 StepFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, Any]]]
-BatchFn = Callable[[list[int], Any], dict[str, torch.Tensor]]  # (item indices, model) -> CPU batch
+BatchFn = Callable[[list[int], Any, int], dict[str, torch.Tensor]]  # (item indices, model, epoch) -> CPU batch
 SaveFn = Callable[[Any, dict[str, torch.Tensor] | None, Path, dict[str, Any]], None]
 
 
@@ -600,11 +600,13 @@ def fit(
     summary_extra: dict[str, Any],
     device: Any = None,
     is_complete: Callable[[Path], bool] = model_is_complete,
-    final_name: str = "model",
+    final_dir: Path | None = None,
+    finalize: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train on a fixed dataset of ``len(lengths)`` items and save to ``out_dir/<final_name>``; resumable.
+    """Train on a fixed dataset of ``len(lengths)`` items and save to ``final_dir`` (default ``out_dir/model``);
+    resumable. ``out_dir`` holds the checkpoints (``state/``) and ``train_log.jsonl``.
 
-    1. A complete ``out_dir/<final_name>`` returns its saved summary (a finished stage is never retrained).
+    1. A complete ``final_dir`` returns its saved summary (a finished stage is never retrained).
     2. ``build_model()`` gives the model and optional optimizer groups; the engine prepares them.
     3. Each epoch follows :func:`epoch_plan`; ``grad_accum`` micro-batches per process make one optimizer step,
        each weighted by its share of the step's items.
@@ -612,10 +614,11 @@ def fit(
        thread count).
     5. Per step a row in ``out_dir/train_log.jsonl`` (loss, the loop's metrics averaged over ranks, lr, grad
        norm), the progress bar and the trackers.
-    6. ``save_fn(model, full_state_dict, tmp_dir, summary)`` writes the final directory (rank 0, atomic).
+    6. ``finalize(model)`` (optional, every rank) adds to the summary (e.g. a held-out accuracy), then
+       ``save_fn(model, full_state_dict, tmp_dir, summary)`` writes the final directory (rank 0, atomic).
     """
     out_dir = Path(out_dir)
-    final = out_dir / final_name
+    final = Path(final_dir) if final_dir is not None else out_dir / "model"
     if is_complete(final):
         return json.loads((final / SUMMARY_FILE).read_text())
     if not lengths:
@@ -683,7 +686,7 @@ def fit(
             n_step = sum(len(m) for m in step_micro)
             acc: dict[str, float] = {}
             for i, mb in enumerate(step_micro):
-                batch = {k: v.to(device_) for k, v in batch_fn(mb, model).items()}
+                batch = {k: v.to(device_) for k, v in batch_fn(mb, model, epoch).items()}
                 with engine.micro_batch(sync=i == len(step_micro) - 1):
                     with engine.autocast():
                         loss, metrics = step_fn(model, batch)
@@ -748,6 +751,9 @@ def fit(
     for key in sorted({k for r in rows for k in r} - {"step", "epoch", "loss", "lr", "grad_norm", "skipped"}):
         summary[f"final_{key}"] = last.get(key)
         summary[f"mean_{key}"] = mean(key)
+    if finalize is not None:
+        model.eval()
+        summary.update(finalize(engine.unwrap()))
     engine.wait()
     engine.save_model(final, lambda m, sd, tmp: save_fn(m, sd, tmp, summary))
     if engine.is_main:

@@ -43,17 +43,22 @@ CHUNK_PROMPTS = 8  # prompts per resumable generation chunk
 
 
 def _log(msg: str) -> None:
-    print(f"[evarl {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    from evarl.dist import is_main
+
+    if is_main():  # one voice per run, whatever the number of processes
+        print(f"[evarl {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ---------------------------------------------------------------- models
 
 
 class Models:
-    """Keeps at most one policy generator (and an optional separate creator) in memory; reloads by path."""
+    """Keeps at most one policy generator (and an optional separate creator) in memory; reloads by path.
+    Every generator it hands out is sharded over the run's processes by fixed prompt chunks (evarl.dist)."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, device: Any = None) -> None:
         self.cfg = cfg
+        self.device = device
         self._path: str | None = None
         self._gen: Generator | None = None
         self._creator: Generator | None = None
@@ -61,7 +66,7 @@ class Models:
     def policy(self, path: str) -> Generator:
         if self._path != path:
             self._gen = None
-            self._gen = make_generator(self.cfg, path)
+            self._gen = make_generator(self.cfg, path, self.device)
             self._path = path
         assert self._gen is not None
         return self._gen
@@ -72,28 +77,40 @@ class Models:
             return self.policy(policy_path)
         if self._creator is None and c == "endpoint":  # any OpenAI-compatible server (generation.endpoint)
             from evarl.generation.openai_api import OpenAIGenerator
+            from evarl.generation.sharded import ShardedGenerator
 
-            self._creator = OpenAIGenerator.from_config(self.cfg.generation)
+            self._creator = ShardedGenerator(
+                OpenAIGenerator.from_config(self.cfg.generation), self.cfg.generation.chunk_prompts
+            )
         elif self._creator is None:
             from evarl.models.loading import resolve_model_path
 
-            self._creator = make_generator(self.cfg, resolve_model_path(c))
+            self._creator = make_generator(self.cfg, resolve_model_path(c), self.device)
         return self._creator
 
+    def release(self) -> None:
+        """Free the policy generator's weights (before training)."""
+        self._gen = None
+        self._path = None
 
-def make_generator(cfg: RunConfig, model_path: str) -> Generator:
+
+def make_generator(cfg: RunConfig, model_path: str, device: Any = None) -> Generator:
+    """The configured backend on ``model_path``, on this process's device, sharded by prompt chunks."""
+    from evarl.generation.sharded import ShardedGenerator
+
     g = cfg.generation
     if g.backend == "hf":
         from evarl.generation.hf import HFGenerator
 
-        return HFGenerator.from_path(
-            model_path, g.dtype or cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code
+        gen: Any = HFGenerator.from_path(
+            model_path, g.dtype or cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code, device=device
         )
+        return ShardedGenerator(gen, g.chunk_prompts)
     from evarl.registry import BACKENDS
 
     backend = BACKENDS.get(g.backend)
     if hasattr(backend, "from_config"):
-        return backend.from_config(cfg, model_path)
+        return ShardedGenerator(backend.from_config(cfg, model_path), g.chunk_prompts)
     raise ConfigError([f"generation.backend: {g.backend!r} cannot be built from a config"])
 
 
@@ -107,9 +124,12 @@ def generate_stage(
     out_path: Path,
     reuse: dict[str, list[Completion]] | None = None,
     desc: str = "generate",
+    chunk_prompts: int = CHUNK_PROMPTS,
 ) -> dict[str, Any]:
-    """n responses per prompt, in resumable chunks. Chunk c is seeded with (params.seed, c) only."""
-    from tqdm import tqdm
+    """n responses per prompt, in resumable chunks of ``chunk_prompts`` prompts, spread over the processes.
+    Chunk c is seeded with (params.seed, c) only, so one process and N give the same samples; rank 0 appends
+    each finished chunk to ``<out>.partial.jsonl`` and a rerun continues from there."""
+    from evarl.dist import is_main, map_chunks
 
     partial = out_path.with_name(out_path.stem + ".partial.jsonl")
     have: dict[str, list[Completion]] = defaultdict(list)
@@ -122,47 +142,78 @@ def generate_stage(
                     break  # a line cut by a kill: that chunk is redone
     reuse = reuse or {}
     todo = [p for p in prompts if p.id not in reuse]
-    chunks = [todo[i : i + CHUNK_PROMPTS] for i in range(0, len(todo), CHUNK_PROMPTS)]
-    with open(partial, "a", encoding="utf-8") as f:
-        for c, chunk in enumerate(tqdm(chunks, desc=desc, unit="chunk", leave=False)):
-            if all(len(have.get(p.id, [])) == params.n for p in chunk):
-                continue
-            ps = SamplingParams(
-                params.n, params.temperature, params.top_p, params.max_new_tokens, params.seed * 10_007 + c
-            )
-            outs: list[list[GenOutput]] = gen.generate([p.messages for p in chunk], ps)
-            lines = []
-            for p, row in zip(chunk, outs):
-                comps = [
-                    Completion(p.id, j, o.text, o.num_tokens, o.finish_reason) for j, o in enumerate(row)
-                ]
-                have[p.id] = comps
-                lines.extend(json.dumps(x.to_dict(), ensure_ascii=False) for x in comps)
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-    rows = [c for p in prompts for c in (reuse.get(p.id) or have[p.id])]
-    write_jsonl(out_path, rows)
-    partial.unlink(missing_ok=True)
-    return {"prompts": len(prompts), "responses": len(rows), "reused": sum(p.id in reuse for p in prompts)}
+    chunks = [todo[i : i + chunk_prompts] for i in range(0, len(todo), chunk_prompts)]
+    done = {
+        c: [have[p.id] for p in chunk]
+        for c, chunk in enumerate(chunks)
+        if all(len(have.get(p.id, [])) == params.n for p in chunk)
+    }
+    inner = getattr(gen, "inner", gen)  # the chunking is done here, not by a sharded wrapper
+
+    def one(c: int) -> list[list[Completion]]:
+        ps = SamplingParams(
+            params.n, params.temperature, params.top_p, params.max_new_tokens, params.seed * 10_007 + c
+        )
+        outs: list[list[GenOutput]] = inner.generate([p.messages for p in chunks[c]], ps)
+        return [
+            [Completion(p.id, j, o.text, o.num_tokens, o.finish_reason) for j, o in enumerate(row)]
+            for p, row in zip(chunks[c], outs)
+        ]
+
+    bar = None
+    if is_main():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(chunks), initial=len(done), desc=desc, unit="chunk", leave=False)
+    log = open(partial, "a", encoding="utf-8") if is_main() else None  # noqa: SIM115 (closed below)
+
+    def commit(c: int, rows: list[list[Completion]]) -> None:
+        assert log is not None
+        log.write("".join(json.dumps(x.to_dict(), ensure_ascii=False) + "\n" for row in rows for x in row))
+        log.flush()
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        results = map_chunks(len(chunks), one, have=done, commit=commit)
+    finally:
+        if log is not None:
+            log.close()
+        if bar is not None:
+            bar.close()
+    for chunk, rows in zip(chunks, results):
+        for p, comps in zip(chunk, rows):
+            have[p.id] = comps
+    rows_out = [c for p in prompts for c in (reuse.get(p.id) or have[p.id])]
+    write_jsonl(out_path, rows_out)
+    if is_main():
+        partial.unlink(missing_ok=True)
+    return {
+        "prompts": len(prompts),
+        "responses": len(rows_out),
+        "reused": sum(p.id in reuse for p in prompts),
+    }
 
 
-def score_stage(reward: Any, prompts: list[Prompt], gens_path: Path, out_path: Path) -> dict[str, Any]:
-    from tqdm import tqdm
+def score_stage(
+    reward: Any, prompts: list[Prompt], gens_path: Path, out_path: Path, chunk_prompts: int = CHUNK_PROMPTS
+) -> dict[str, Any]:
+    """Score every generation; chunks of ``chunk_prompts`` prompts (all n siblings together) are spread over
+    the processes (a judge or pairwise model sees a prompt's siblings in one call)."""
+    from evarl.rewards.sharded import ShardedReward
 
     by_id = {p.id: p for p in prompts}
     comps = read_records(gens_path, Completion)
+    sharded = reward if isinstance(reward, ShardedReward) else ShardedReward(reward, chunk_prompts)
+    results = sharded.score([by_id[c.prompt_id] for c in comps], [c.text for c in comps])
     scored: list[Scored] = []
-    step = 32
-    for i in tqdm(range(0, len(comps), step), desc="score", unit="batch", leave=False):
-        batch = comps[i : i + step]
-        results = reward.score([by_id[c.prompt_id] for c in batch], [c.text for c in batch])
-        for c, r in zip(batch, results):
-            comps_info = dict(r.info.get("components", {})) if isinstance(r.info, dict) else {}
-            if "pairwise" in comps_info:  # mean P(y > y_j) over the siblings: soft SPPO's P(y > pi_t)
-                comps_info["win_prob"] = comps_info["pairwise"]
-            scored.append(
-                Scored(c.prompt_id, c.index, None if r.failed else float(r.score), r.failed, comps_info)
-            )
+    for c, r in zip(comps, results):
+        comps_info = dict(r.info.get("components", {})) if isinstance(r.info, dict) else {}
+        if "pairwise" in comps_info:  # mean P(y > y_j) over the siblings: soft SPPO's P(y > pi_t)
+            comps_info["win_prob"] = comps_info["pairwise"]
+        scored.append(
+            Scored(c.prompt_id, c.index, None if r.failed else float(r.score), r.failed, comps_info)
+        )
     write_jsonl(out_path, scored)
     ok = [s.reward for s in scored if s.reward is not None]
     return {
@@ -249,11 +300,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.creator.informativeness import informativeness
     from evarl.creator.mixing import mix_prompts
     from evarl.creator.sampling import sample_prompts
+    from evarl.dist import init, is_main, main_first, resolve_device
     from evarl.eval.heldout import evaluate_heldout
     from evarl.eval.report import write_round_markdown
     from evarl.models.loading import resolve_model_path
     from evarl.registry import LOSSES
     from evarl.rewards import build_reward
+    from evarl.rewards.sharded import ShardedReward
     from evarl.solver.logprobs import compute_reference_logps
     from evarl.solver.pairs import build_pairs
     from evarl.solver.trainer import train_preference
@@ -261,11 +314,14 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.time()
+    w = init()  # joins the process group under torchrun / accelerate launch
+    device = resolve_device(cfg.device)
     solver_cfg = cfg.solver  # a solver.preset was resolved when the config was loaded
     r = Run(cfg).open()
-    _log(f"run directory {r.dir}")
-    base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
-    models = Models(cfg)
+    _log(f"run directory {r.dir}" + (f" (rank {w.rank} of {w.size}, {device})" if w.size > 1 else ""))
+    with main_first():  # rank 0 converts the embedded model into the cache once
+        base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
+    models = Models(cfg, device)
     g = cfg.generation
     gen_params = SamplingParams(g.n, g.temperature, g.top_p, g.max_new_tokens, cfg.seed)
     eval_params = SamplingParams(1, cfg.eval.temperature, g.top_p, cfg.eval.max_new_tokens, cfg.seed)
@@ -284,7 +340,9 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 else None
             )
             rewards.clear()
-            rewards[policy_path] = build_reward(cfg.reward, policy=gen, policy_tokenizer=tok)
+            rewards[policy_path] = ShardedReward(
+                build_reward(cfg.reward, policy=gen, policy_tokenizer=tok, device=device), g.chunk_prompts
+            )
         return rewards[policy_path]
 
     # ---- seed prompts and the base policy's held-out score
@@ -321,13 +379,18 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     gen_params,
                     rd / "generations.jsonl",
                     desc=f"r{t} creator generate",
+                    chunk_prompts=g.chunk_prompts,
                 ),
                 [rd / "generations.jsonl"],
             )
             r.stage(
                 f"{key}/score",
                 lambda: score_stage(
-                    reward_for(policy_path), x_prev, rd / "generations.jsonl", rd / "scores.jsonl"
+                    reward_for(policy_path),
+                    x_prev,
+                    rd / "generations.jsonl",
+                    rd / "scores.jsonl",
+                    g.chunk_prompts,
                 ),
                 [rd / "scores.jsonl"],
             )
@@ -436,13 +499,18 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 rd / "train_generations.jsonl",
                 reuse,
                 desc=f"r{t} solver generate",
+                chunk_prompts=g.chunk_prompts,
             )
 
         r.stage(f"{key}/train_generate", _train_generate, [rd / "train_generations.jsonl"])
         r.stage(
             f"{key}/train_score",
             lambda: score_stage(
-                reward_for(policy_path), x_t, rd / "train_generations.jsonl", rd / "train_scores.jsonl"
+                reward_for(policy_path),
+                x_t,
+                rd / "train_generations.jsonl",
+                rd / "train_scores.jsonl",
+                g.chunk_prompts,
             ),
             [rd / "train_scores.jsonl"],
         )
@@ -476,6 +544,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         if needs_ref:
 
             def _ref() -> dict[str, Any]:
+                from evarl.dist import map_sharded
+
                 if g.backend == "hf" and (g.dtype or cfg.model.dtype) == solver_cfg.param_dtype:
                     # the generator already holds the reference weights, in the dtype the trainer uses
                     gen = models.policy(ref_path)
@@ -483,9 +553,20 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 else:
                     from evarl.models.loading import load_causal_lm, load_tokenizer
 
-                    model = load_causal_lm(ref_path, solver_cfg.param_dtype, cfg.model.trust_remote_code)
+                    model = load_causal_lm(
+                        ref_path, solver_cfg.param_dtype, cfg.model.trust_remote_code, device=device
+                    )
                     tok = load_tokenizer(ref_path, cfg.model.trust_remote_code)
-                rows = compute_reference_logps(model, tok, train_pairs(), solver_cfg, solver_cfg.batch_size)
+                pairs = train_pairs()
+                rows = map_sharded(  # fixed chunks of pairs over the processes, gathered in pair order
+                    pairs,
+                    g.chunk_prompts * solver_cfg.batch_size,
+                    lambda c, chunk: compute_reference_logps(
+                        model, tok, chunk, solver_cfg, solver_cfg.batch_size
+                    ),
+                )
+                for i, row in enumerate(rows):
+                    row["pair_index"] = i
                 write_jsonl(rd / "ref_logps.jsonl", rows)
                 return {"pairs": len(rows)}
 
@@ -500,11 +581,10 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 )
                 return {"skipped": "no pairs"}
             ref = read_jsonl(rd / "ref_logps.jsonl") if needs_ref else None
-            models._gen = None  # free the generator's weights (and rewards holding it) while training
+            models.release()  # free the generator's weights (and rewards holding it) while training
             rewards.clear()
-            models._path = None
             summary = train_preference(
-                start_path, pairs, ref, solver_cfg, rd / "train", cfg.seed * 47 + t, progress
+                start_path, pairs, ref, solver_cfg, rd / "train", cfg.seed * 47 + t, progress, device=device
             )
             return {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
 
@@ -525,18 +605,22 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 ),
                 [rd / "eval.json"],
             )
-        r.stage(f"{key}/report", lambda: {"path": str(write_round_markdown(r.dir, t))})
+        r.stage(
+            f"{key}/report",
+            lambda: {"path": str(write_round_markdown(r.dir, t)) if is_main() else None},
+        )
         prev_prompts_path = rd / "train_prompts.jsonl"
 
     summary = summarize(r, cfg, time.time() - t_start)
     write_json(r.dir / "summary.json", summary)
-    try:  # the whole-run page: report.html + plots/ + report.md (a plotting problem never fails a finished run)
-        from evarl.eval.report import build_report
+    if is_main():
+        try:  # the whole-run page: report.html + plots/ + report.md (a plotting problem never fails a run)
+            from evarl.eval.report import build_report
 
-        build_report([r.dir], r.dir)
-    except Exception as e:  # noqa: BLE001
-        _log(f"report.html could not be built ({e}); run `evarl report {r.dir}`")
-    print_summary(summary)
+            build_report([r.dir], r.dir)
+        except Exception as e:  # noqa: BLE001
+            _log(f"report.html could not be built ({e}); run `evarl report {r.dir}`")
+        print_summary(summary)
     return summary
 
 

@@ -12,14 +12,23 @@ mini-batch while an online solver (RLOO, or online DPO / OAIF with best-vs-worst
                   filter, add to the buffer with their parent's priority; pop the trained buffer prompts
 
 Files under `runs/<name>/online/`: `steps.jsonl` (one row per step: phase, rewards, loss, buffer size, ...),
-`evolved.jsonl` (every kept child with lineage), `state/` (model, optimizer, buffer, dataset pointer: saved every
-`online.save_every` steps; a rerun resumes there), `model/` (final policy), and `eval.json` next to the base
-policy's `round-000/eval.json`. Every random choice of step s is seeded from (seed, s) alone, so a resumed run
-repeats exactly what an uninterrupted one does.
+`evolved.jsonl` (every kept child with lineage), `state/` (the engine's checkpoint: weights, optimizer,
+schedule, RNG, plus the buffer and dataset pointer; saved every `online.save_every` steps; a rerun resumes
+there), `model/` (final policy), and `eval.json` next to the base policy's `round-000/eval.json`. Every random
+choice of step s is seeded from (seed, s) alone, so a resumed run repeats exactly what an uninterrupted one does.
+
+Training runs on the shared engine (`evarl.engine`: optimizer, one schedule — constant after
+`online.warmup_steps` of linear warm-up —, clipping, mixed precision, checkpoints, the final save). Under
+several processes each step's generation, scoring and evolving are sharded by fixed prompt chunks
+(`evarl.dist`) and gathered on every rank, so all ranks hold the same batch, buffer and pairs; the loss is split
+by prompt (prompt k of the mini-batch on rank k mod N) and each rank's sum is divided by the step's global count
+of responses (or pairs), so the all-reduced gradient is exactly the single-process one. Generation uses the
+unwrapped policy, which under DDP holds the full weights; FSDP / ZeRO-3 shard them and are refused here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -27,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from evarl.config import ConfigError, RunConfig, validate_config
-from evarl.data_io import read_json, read_jsonl, replace_dir, write_json, write_jsonl
+from evarl.data_io import read_json, read_jsonl, write_json, write_jsonl
 from evarl.generation.base import SamplingParams
 from evarl.runs import Run
 from evarl.types import Completion, Prompt, Scored
@@ -38,7 +47,13 @@ def _log(msg: str) -> None:
 
 
 def _seq_logps(
-    model: Any, tokenizer: Any, prompts: list[Prompt], texts: list[str], cfg: Any, micro: int
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Prompt],
+    texts: list[str],
+    cfg: Any,
+    micro: int,
+    device: Any = None,
 ) -> Any:
     """Summed response log-probs of (prompt, response) sequences, in micro-batches (grad flows if enabled)."""
     import torch
@@ -53,21 +68,10 @@ def _seq_logps(
             pid = encode_prompt(tokenizer, p.messages, min(cfg.max_prompt_length, cfg.max_length - 1))
             ps.append(pid)
             rs.append(encode_response(tokenizer, t, cfg.max_length - len(pid)))
-        b = collate_sequences(ps, rs, pad)
+        b = {k: v.to(device) if device is not None else v for k, v in collate_sequences(ps, rs, pad).items()}
         sums, _ = response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"])
         out.append(sums)
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def _save_state(d: Path, model: Any, optimizer: Any, buffer: Any, meta: dict[str, Any]) -> None:
-    import torch
-    from safetensors.torch import save_model
-
-    with replace_dir(d) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        write_jsonl(tmp / "buffer.jsonl", buffer.to_rows())
-        write_json(tmp / "meta.json", meta)
 
 
 def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -75,7 +79,6 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if errors:
         raise ConfigError(errors)
     import torch
-    from safetensors.torch import load_model
 
     from evarl.creator.buffer import GenerativeBuffer, phase
     from evarl.creator.evolve import evolve_prompts
@@ -83,24 +86,34 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.creator.filters import apply_filters
     from evarl.creator.informativeness import informativeness
     from evarl.creator.sampling import sample_prompts
+    from evarl.dist import init, is_main, main_first, resolve_device
+    from evarl.engine import Engine, TrainSettings, content_hash, save_hf_model
     from evarl.eval.heldout import evaluate_heldout
     from evarl.generation.hf import HFGenerator
+    from evarl.generation.sharded import ShardedGenerator
     from evarl.loop import _eval, seed_stage
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from evarl.registry import LOSSES
     from evarl.rewards import build_reward
+    from evarl.rewards.sharded import ShardedReward
     from evarl.solver.losses import LossInputs
     from evarl.solver.pairs import build_pairs
     from evarl.solver.rloo import rloo_loss
-    from evarl.solver.trainer import _build_model, _build_optimizer
+    from evarl.solver.trainer import build_policy
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     o, g, sc = cfg.online, cfg.generation, cfg.solver
+    w = init()
+    device = resolve_device(cfg.device)
+    if o.batch_prompts < w.size:
+        raise ConfigError([f"online.batch_prompts: {o.batch_prompts} prompts cannot feed {w.size} processes"])
     r = Run(cfg).open()
     out = r.dir / "online"
-    out.mkdir(parents=True, exist_ok=True)
-    base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+    with main_first():
+        base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
     tok = load_tokenizer(base_path, cfg.model.trust_remote_code)
 
     seed_path, held_path = seed_stage(r, cfg)
@@ -114,44 +127,72 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         self_judge = any(
             s.name in ("judge", "pairwise") and s.model in (None, "policy") for s in cfg.reward.sources
         )
-        return build_reward(cfg.reward, policy=gen if self_judge else None, policy_tokenizer=tok)
+        rew = build_reward(
+            cfg.reward, policy=gen if self_judge else None, policy_tokenizer=tok, device=device
+        )
+        return ShardedReward(rew, g.chunk_prompts)
 
     if cfg.eval.enabled and cfg.eval.baseline and heldout:
         r0 = r.round_dir(0)
 
         def _base_eval() -> dict[str, Any]:
             gen = HFGenerator.from_path(
-                base_path, g.dtype or cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code
+                base_path,
+                g.dtype or cfg.model.dtype,
+                g.batch_size,
+                cfg.model.trust_remote_code,
+                device=device,
             )
+            gen = ShardedGenerator(gen, g.chunk_prompts)
             return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, r0)
 
         r.stage("round-000/eval", _base_eval, [r0 / "eval.json"])
 
     if not r.done("online/train"):
-        model = _build_model(base_path, sc)
-        model.config.use_cache = True  # the same model generates
-        optimizer = _build_optimizer(model, _OptCfg(sc, o.learning_rate))
-        gen = HFGenerator(model, tok, g.batch_size)
+        engine = Engine(
+            TrainSettings.from_config(
+                sc,
+                learning_rate=o.learning_rate,
+                scheduler="constant",
+                warmup_steps=o.warmup_steps,
+                save_every=o.save_every,
+            ),
+            cfg.seed,
+            device,
+        )
+        if engine.sharded:
+            raise ConfigError(
+                ["online: the online loop generates with the policy it trains and needs whole weights on every "
+                 "process; launch it with DDP (configs/accelerate/ddp.yaml) or ZeRO-2, not FSDP / ZeRO-3"]
+            )  # fmt: skip
+        policy = build_policy(base_path, sc, cfg.model.trust_remote_code)
+        policy.config.use_cache = True  # the same model generates
+        model = engine.prepare(policy, o.steps)
+        gen = ShardedGenerator(HFGenerator(engine.unwrap(), tok, g.batch_size), g.chunk_prompts)
         reward = reward_for(gen)
         ref = None
         if (o.solver == "rloo" and o.kl_coef > 0) or (
             o.solver == "online_dpo" and getattr(LOSSES.get(sc.loss), "needs_reference", True)
         ):
-            ref = load_causal_lm(base_path, cfg.model.dtype, cfg.model.trust_remote_code).eval()
+            ref = load_causal_lm(
+                base_path, cfg.model.dtype, cfg.model.trust_remote_code, device=device
+            ).eval()
         buffer = GenerativeBuffer(o.buffer_size)
         start, pointer = 0, 0
         state = out / "state"
-        if (state / "meta.json").exists():
-            meta = read_json(state / "meta.json")
-            load_model(model, str(state / "model.safetensors"))
-            optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
-            buffer = GenerativeBuffer.from_rows(o.buffer_size, read_jsonl(state / "buffer.jsonl"))
+        fp = content_hash(
+            {"online": dataclasses.asdict(o), "solver": dataclasses.asdict(sc), "seed": cfg.seed}
+        )
+        meta = engine.load_checkpoint(state, fp)
+        if meta is not None:
+            buffer = GenerativeBuffer.from_rows(o.buffer_size, read_jsonl(Path(meta["dir"]) / "buffer.jsonl"))
             start, pointer = int(meta["step"]), int(meta["pointer"])
-            _log(f"resuming at step {start + 1} from {state}")
+            _log(f"resuming at step {start + 1} from {meta['dir']}")
             _truncate_jsonl(out / "steps.jsonl", start)
             _truncate_jsonl(out / "evolved.jsonl", start, key="online_step")
         r.manifest["stages"].setdefault("online/train", {})["status"] = "running"
         r._save()
+        rank, nproc = engine.rank, engine.num_processes
         t0 = time.time()
         from tqdm import tqdm
 
@@ -159,7 +200,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             range(start, o.steps),
             desc="online eva",
             unit="step",
-            disable=not progress,
+            disable=not (progress and is_main()),
             initial=start,
             total=o.steps,
         )
@@ -202,40 +243,47 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             info = informativeness(o.metric, by_prompt)
 
             model.train()
-            lr = o.learning_rate * min(1.0, s / max(1, o.warmup_steps))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
+            gid = {p.id: k for k, p in enumerate(batch)}  # prompt k of the mini-batch trains on rank k mod N
             metrics: dict[str, float] = {}
+            trained = False
             if o.solver == "rloo":
-                keep = [i for i, x in enumerate(scores) if x.reward is not None]
-                if keep:
+                keep_all = [i for i, x in enumerate(scores) if x.reward is not None]
+                keep = [i for i in keep_all if gid[flat_p[i].id] % nproc == rank]
+                if keep_all:
                     pids = [flat_p[i] for i in keep]
                     texts = [flat_t[i] for i in keep]
-                    gid = {p.id: k for k, p in enumerate(batch)}
-                    group_t = torch.tensor([gid[p.id] for p in pids])
+                    group_t = torch.tensor([gid[p.id] for p in pids], dtype=torch.long)
                     rew = torch.tensor([scores[i].reward for i in keep], dtype=torch.float32)
-                    logps = _seq_logps(model, tok, pids, texts, sc, sc.batch_size)
+                    with engine.autocast():
+                        logps = _seq_logps(model, tok, pids, texts, sc, sc.batch_size, engine.device)
                     ref_lp = None
                     if ref is not None:
                         with torch.no_grad():
-                            ref_lp = _seq_logps(ref, tok, pids, texts, sc, sc.batch_size)
-                    loss, m = rloo_loss(logps, rew, group_t, ref_lp, o.kl_coef)
-                    loss.backward()
-                    metrics = {"loss": float(loss), **{k: float(v) for k, v in m.items()}}
+                            ref_lp = _seq_logps(ref, tok, pids, texts, sc, sc.batch_size, engine.device)
+                    loss, m = rloo_loss(logps, rew.to(logps.device), group_t.to(logps.device),
+                                        ref_lp, o.kl_coef)  # fmt: skip
+                    # local mean -> this rank's share of the global mean (DDP averages over the N ranks)
+                    engine.backward(loss * (len(keep) * nproc / len(keep_all)))
+                    metrics = {"loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+                    trained = True
             else:
-                pairs, _ = build_pairs(
+                pairs_all, _ = build_pairs(
                     sc.pair_rule, {p.id: p for p in batch}, comps, scores, sc.min_margin, cfg.seed * 31 + s
                 )
-                if pairs:
+                pairs = [x for x in pairs_all if gid[x.prompt_id] % nproc == rank]
+                if pairs_all:
                     pp = [Prompt(x.prompt_id, x.prompt) for x in pairs]
-                    lc = _seq_logps(model, tok, pp, [x.chosen for x in pairs], sc, sc.batch_size)
-                    lr_ = _seq_logps(model, tok, pp, [x.rejected for x in pairs], sc, sc.batch_size)
+                    dev = engine.device
+                    with engine.autocast():
+                        lc = _seq_logps(model, tok, pp, [x.chosen for x in pairs], sc, sc.batch_size, dev)
+                        lr_ = _seq_logps(model, tok, pp, [x.rejected for x in pairs], sc, sc.batch_size, dev)
                     rc = rr_ = None
                     if ref is not None:
                         with torch.no_grad():
-                            rc = _seq_logps(ref, tok, pp, [x.chosen for x in pairs], sc, sc.batch_size)
-                            rr_ = _seq_logps(ref, tok, pp, [x.rejected for x in pairs], sc, sc.batch_size)
+                            rc = _seq_logps(ref, tok, pp, [x.chosen for x in pairs], sc, sc.batch_size, dev)
+                            rr_ = _seq_logps(
+                                ref, tok, pp, [x.rejected for x in pairs], sc, sc.batch_size, dev
+                            )
                     lens_c = torch.tensor(
                         [max(1, len(tok(x.chosen, add_special_tokens=False)["input_ids"]) + 1) for x in pairs]
                     )
@@ -245,17 +293,22 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                             for x in pairs
                         ]
                     )
-                    loss, m = LOSSES.get(sc.loss)(LossInputs(lc, lr_, lens_c, lens_r, rc, rr_), sc)
-                    loss.backward()
+                    lens_c, lens_r = lens_c.to(lc.device), lens_r.to(lc.device)
+                    loss, m = LOSSES.get(sc.loss)(
+                        LossInputs(lc.float(), lr_.float(), lens_c, lens_r, rc, rr_), sc
+                    )
+                    engine.backward(loss * (len(pairs) * nproc / len(pairs_all)))
                     metrics = {
-                        "loss": float(loss),
-                        "pairs": len(pairs),
+                        "loss": float(loss.detach()),
+                        "pairs": len(pairs_all),
                         **{k: float(v) for k, v in m.items()},
                     }
-            if metrics:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), sc.max_grad_norm)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                    trained = True
+            lr = engine.scheduler.get_last_lr()[0]
+            if trained:
+                engine.step()  # clip, update, schedule
+                metrics = {**engine.mean({k: v for k, v in metrics.items() if k != "pairs"}),
+                           **({"pairs": metrics["pairs"]} if "pairs" in metrics else {})}  # fmt: skip
             model.eval()
 
             # ---- creator: evolve the most informative prompts of this mini-batch into the buffer
@@ -273,9 +326,10 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 kept, dropped = apply_filters(
                     children, pool, c.filters, c.max_prompt_chars, c.near_dup_threshold
                 )
-                with open(out / "evolved.jsonl", "a", encoding="utf-8") as f:
-                    for ch in kept:
-                        f.write(json.dumps({**ch.to_dict(), "online_step": s}, ensure_ascii=False) + "\n")
+                if is_main():
+                    with open(out / "evolved.jsonl", "a", encoding="utf-8") as f:
+                        for ch in kept:
+                            f.write(json.dumps({**ch.to_dict(), "online_step": s}, ensure_ascii=False) + "\n")
             popped = buffer.pop({p.id for p in from_buf})
             evicted = buffer.add(kept, [info.get(p.parent_id or "", 0.0) for p in kept], s)
             ok = [x.reward for x in scores if x.reward is not None]
@@ -294,16 +348,21 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "lr": lr,
                 **metrics,
             }
-            with open(out / "steps.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            if is_main():
+                with open(out / "steps.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
             bar.set_postfix(phase=ph, reward=f"{row['mean_reward'] or 0:.3f}", buffer=len(buffer))
             if s % o.save_every == 0 or s == o.steps:
-                _save_state(state, model, optimizer, buffer, {"step": s, "pointer": pointer})
+                rows = buffer.to_rows()
+                engine.save_checkpoint(
+                    state,
+                    s,
+                    {"fingerprint": fp, "pointer": pointer},
+                    extra=lambda d, rows=rows: write_jsonl(d / "buffer.jsonl", rows),
+                )
 
         final = out / "model"
-        with replace_dir(final) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
+        engine.save_model(final, lambda m, sd, tmp: save_hf_model(m, sd, tmp, tok))
         entry = r.manifest["stages"]["online/train"]
         steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
         entry.update(
@@ -312,13 +371,15 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             counts={"steps": len(steps), "buffer": len(buffer)},
         )
         r._save()
-        del model, optimizer, gen, ref
+        engine.close()
+        del model, gen, ref
 
     final = out / "model"
     if cfg.eval.enabled and heldout:
 
         def _final_eval() -> dict[str, Any]:
-            gen = HFGenerator.from_path(str(final), g.dtype or cfg.model.dtype, g.batch_size)
+            gen = HFGenerator.from_path(str(final), g.dtype or cfg.model.dtype, g.batch_size, device=device)
+            gen = ShardedGenerator(gen, g.chunk_prompts)
             return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, out)
 
         r.stage("online/eval", _final_eval, [out / "eval.json"])
@@ -335,19 +396,13 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     }
     write_json(r.dir / "summary.json", summary)
     b, f_ = summary["base_heldout"] or {}, summary["final_heldout"] or {}
-    print(
-        f"\nevarl online run finished: {r.dir}\n  steps {summary['steps']} {summary['phases']}\n"
-        f"  held-out reward: base {b.get('mean_reward')}  ->  online eva {f_.get('mean_reward')}",
-        flush=True,
-    )
+    if is_main():
+        print(
+            f"\nevarl online run finished: {r.dir}\n  steps {summary['steps']} {summary['phases']}\n"
+            f"  held-out reward: base {b.get('mean_reward')}  ->  online eva {f_.get('mean_reward')}",
+            flush=True,
+        )
     return summary
-
-
-class _OptCfg:
-    """The solver's optimizer settings with the online learning rate."""
-
-    def __init__(self, sc: Any, lr: float) -> None:
-        self.optimizer, self.weight_decay, self.learning_rate = sc.optimizer, sc.weight_decay, lr
 
 
 def _truncate_jsonl(path: Path, step: int, key: str = "step") -> None:

@@ -57,7 +57,14 @@ class Run:
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> Run:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Create or reopen the run directory. In a multi-process run rank 0 owns it: it writes the config and
+        the manifest; every rank keeps the same manifest in memory (all ranks run the same stages in the same
+        order) and waits at each stage's end, so files rank 0 wrote are there for all."""
+        from evarl.dist import barrier, is_main
+
+        if is_main():
+            self.dir.mkdir(parents=True, exist_ok=True)
+        barrier()
         fp = config_fingerprint(self.cfg)
         if self.manifest_path.exists():
             self.manifest = read_json(self.manifest_path)
@@ -71,17 +78,22 @@ class Run:
         self.manifest["config_fingerprint"] = fp
         self.manifest.setdefault("stages", {})
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        (self.dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+        if is_main():
+            (self.dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
         self._save()
+        barrier()
         return self
 
     def _save(self) -> None:
-        write_json(self.manifest_path, self.manifest)
+        write_json(self.manifest_path, self.manifest)  # a no-op on ranks other than 0
 
     # ------------------------------------------------------------ paths
     def round_dir(self, t: int) -> Path:
+        from evarl.dist import is_main
+
         d = self.dir / f"round-{t:03d}"
-        d.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            d.mkdir(parents=True, exist_ok=True)
         return d
 
     # ------------------------------------------------------------ stages
@@ -103,12 +115,16 @@ class Run:
         self._save()
         t0 = time.time()
         counts = fn() or {}
+        from evarl.dist import barrier, broadcast_object
+
+        barrier()  # rank 0's files of this stage are on disk for every rank
         entry.update(
             status="done",
             seconds=round(time.time() - t0, 2),
             counts=counts,
             outputs={str(p.relative_to(self.dir)): file_hash(p) for p in (outputs or []) if p.exists()},
         )
+        self.manifest["stages"][key] = entry = broadcast_object(entry)  # one manifest on every rank
         self._save()
         return entry
 

@@ -138,7 +138,12 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Atomic text write: a temp file in the same folder, renamed over `path`."""
+    """Atomic text write: a temp file in the same folder, renamed over `path`. In a multi-process run only
+    rank 0 writes (evarl.dist)."""
+    from evarl.dist import world
+
+    if not world().is_main:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

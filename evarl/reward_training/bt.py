@@ -5,6 +5,11 @@ scalar head, maximum likelihood of the BT model on preference pairs, AdamW with 
 (paper: 1 epoch, lr 2e-6, warm-up 0.03, global batch 512 on LLaMA-3-8B). Defaults here are for small backbones
 on a CPU (lr 5e-5, batch 8); the head gets `head_lr` (default 10 x lr) because it starts from scratch.
 
+Training runs on the shared engine (:mod:`evarl.engine`: optimizer with the head's own learning rate, one
+schedule, data order, accumulation, clipping, mixed precision, multi-process, checkpoints and resume, atomic
+save); this module keeps the pair batches and the BT loss. An update whose gradient norm is not finite is
+skipped and logged (``skipped``).
+
 Deviations: encoder backbones are mean-pooled (see `evarl.reward_training.models`); inputs longer than
 `max_length` are truncated on the left so the response end survives, and the count is reported. The text is
 rendered exactly as the `classifier` reward source renders it at scoring time (`rm_text`), so a trained model
@@ -14,30 +19,13 @@ scores the loop's responses the way it was trained.
 from __future__ import annotations
 
 import json
-import math
-import random
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from evarl.reward_training.data import PreferenceRow, load_preferences
-
-
-def _set_seed(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    """Multiplier: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _encode(tok: Any, texts: list[tuple[str, bool]], max_length: int) -> tuple[list[list[int]], int]:
@@ -128,95 +116,144 @@ def train_bt(
     max_grad_norm: float = 1.0,
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    mixed_precision: str = "no",
+    save_every: int = 0,
 ) -> dict[str, Any]:
     """Train a Bradley-Terry scalar RM on a TRL preference JSONL and save it to `out_dir`.
 
     `backbone` is a model directory or hub id ("embedded" = SmolLM2). Returns the metrics dict that is also
     written to `out_dir/train_metrics.json` (per-step losses in `train_log.jsonl`).
     """
-    import torch
     import torch.nn.functional as F
 
+    from evarl.engine import TrainSettings, content_hash, fit
     from evarl.models.loading import load_tokenizer, resolve_model_path
     from evarl.reward_training.models import ScalarRewardModel
 
     if epochs < 1 or batch_size < 1 or lr <= 0 or max_length < 8:
         raise ValueError("train_bt: need epochs >= 1, batch_size >= 1, lr > 0, max_length >= 8")
     t0 = time.time()
-    _set_seed(seed)
     path = resolve_model_path(backbone)
     rows = load_preferences(train_file)
     eval_rows = load_preferences(eval_file) if eval_file else []
     tok = load_tokenizer(path, trust_remote_code)
-    model = ScalarRewardModel.from_backbone(path, pooling, dtype, trust_remote_code)
-    model.train()
     c_ids, r_ids, n_trunc = _pair_ids(tok, rows, max_length)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-    head_params = list(model.head.parameters())
-    opt = torch.optim.AdamW(
-        [
-            {"params": list(model.backbone.parameters()), "lr": lr},
-            {"params": head_params, "lr": head_lr if head_lr is not None else 10 * lr},
-        ],
+    settings = TrainSettings(
+        learning_rate=lr,
         weight_decay=weight_decay,
+        scheduler="cosine",
+        warmup_ratio=warmup_ratio,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_grad_norm=max_grad_norm,
+        mixed_precision=mixed_precision,
+        save_every=save_every,
+        skip_nonfinite=True,
     )
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    steps_per_epoch = math.ceil(len(rows) / batch_size)
-    total = steps_per_epoch * epochs
-    warmup = int(round(warmup_ratio * total))
-    rng = random.Random(seed)
-    step = 0
-    log: list[dict[str, Any]] = []
-    for epoch in range(epochs):
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            ids, mask = _batch([c_ids[i] for i in idx] + [r_ids[i] for i in idx], pad)
-            out = model(ids, mask).float()
-            margin = out[: len(idx)] - out[len(idx) :]
-            loss = -F.logsigmoid(margin).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            mult = cosine_lr(step, total, warmup)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * mult
-            if torch.isfinite(gnorm):
-                opt.step()
-            log.append({"step": step, "epoch": epoch, "loss": float(loss.detach()), "grad_norm": float(gnorm),
-                        "accuracy": float((margin.detach() > 0).float().mean()), "lr": base_lrs[0] * mult})  # fmt: skip
-            step += 1
 
-    metrics: dict[str, Any] = {
-        "kind": "bt",
-        "backbone": backbone,
-        "pooling": model.pooling,
-        "n_train": len(rows),
-        "train_truncated": n_trunc,
-        "epochs": epochs,
-        "steps": step,
-        "lr": lr,
-        "batch_size": batch_size,
-        "train_loss_first": log[0]["loss"] if log else None,
-        "train_loss_last": log[-1]["loss"] if log else None,
-    }
-    if eval_rows:
-        ev = evaluate_bt(model, tok, eval_rows, max_length)
-        metrics.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"], n_eval=ev["n"])
-    metrics["seconds"] = round(time.time() - t0, 2)
-    _save_atomic(out_dir, lambda d: (model.save_pretrained(d), tok.save_pretrained(d)), metrics, log)
-    metrics["out_dir"] = str(out_dir)
-    return metrics
+    def build() -> tuple[Any, list[dict[str, Any]]]:
+        model = ScalarRewardModel.from_backbone(path, pooling, dtype, trust_remote_code)
+        groups = [
+            {"params": list(model.backbone.parameters()), "weight_decay": weight_decay},
+            {"params": list(model.head.parameters()), "weight_decay": weight_decay,
+             "lr": head_lr if head_lr is not None else 10 * lr},
+        ]  # fmt: skip
+        return model, groups
+
+    def batch_fn(idx: list[int], model: Any, epoch: int) -> dict[str, Any]:
+        ids, mask = _batch([c_ids[i] for i in idx] + [r_ids[i] for i in idx], pad)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def step_fn(model: Any, b: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        out = model(b["input_ids"], b["attention_mask"]).float()
+        k = out.shape[0] // 2
+        margin = out[:k] - out[k:]
+        return -F.logsigmoid(margin).mean(), {"accuracy": (margin.detach() > 0).float().mean()}
+
+    def finalize(model: Any) -> dict[str, Any]:
+        extra: dict[str, Any] = {"pooling": model.pooling}
+        if eval_rows:
+            ev = evaluate_bt(model, tok, eval_rows, max_length)
+            extra.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"], n_eval=ev["n"])
+        return extra
+
+    work = work_dir(out_dir)
+    summary = fit(
+        kind="bt",
+        settings=settings,
+        build_model=build,
+        lengths=[len(c_ids[i]) + len(r_ids[i]) for i in range(len(rows))],
+        batch_fn=batch_fn,
+        step_fn=step_fn,
+        save_fn=save_with_metrics(work, lambda m, d: (m.save_pretrained(d), tok.save_pretrained(d))),
+        out_dir=work,
+        seed=seed,
+        progress=False,
+        fingerprint={
+            "backbone": str(path),
+            "pooling": pooling,
+            "head_lr": head_lr,
+            "dtype": dtype,
+            "data": content_hash([c_ids, r_ids]),
+        },  # fmt: skip
+        summary_extra={
+            "backbone": backbone,
+            "n_train": len(rows),
+            "train_truncated": n_trunc,
+            "lr": lr,
+            "batch_size": batch_size,
+        },  # fmt: skip
+        final_dir=Path(out_dir),
+        finalize=finalize,
+        is_complete=_rm_complete,
+    )
+    return finish_metrics(summary, "bt", work, out_dir, t0)
 
 
-def _save_atomic(out_dir: Path, save: Any, metrics: dict[str, Any], log: list[dict[str, Any]]) -> None:
-    from evarl.data_io import replace_dir
+SUMMARY_NAME = "train_metrics.json"
 
-    with replace_dir(out_dir) as tmp:
-        save(tmp)
-        (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        with (tmp / "train_log.jsonl").open("w") as f:
-            for r in log:
-                f.write(json.dumps(r) + "\n")
+
+def work_dir(out_dir: Path) -> Path:
+    """Checkpoints and the running log live beside the output directory until the model is saved."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.train")
+
+
+def _rm_complete(d: Path) -> bool:
+    return (d / SUMMARY_NAME).exists() and any(d.glob("*.safetensors"))
+
+
+def save_with_metrics(work: Path, save: Callable[[Any, Path], Any]) -> Callable[..., None]:
+    """The engine's save function for a reward model: weights, the metrics and the per-step log."""
+    from evarl.engine import SUMMARY_FILE
+
+    def write(model: Any, state_dict: Any, d: Path, summary: dict[str, Any]) -> None:
+        if state_dict is not None:  # FSDP / ZeRO-3: put the gathered weights back before saving
+            model.load_state_dict(state_dict, strict=False)
+        save(model, d)
+        (d / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+        (d / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        log = work / "train_log.jsonl"
+        if log.exists():
+            shutil.copyfile(log, d / "train_log.jsonl")
+
+    return write
+
+
+def finish_metrics(
+    summary: dict[str, Any], kind: str, work: Path, out_dir: Path, t0: float
+) -> dict[str, Any]:
+    """The metrics dict the CLI prints (first/last training loss from the log, seconds, out_dir)."""
+    from evarl.dist import is_main
+
+    log_path = Path(out_dir) / "train_log.jsonl"
+    log = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.exists() else []
+    m = {k: v for k, v in summary.items() if not k.startswith(("final_", "mean_"))}
+    m.update(kind=kind, train_loss_first=log[0]["loss"] if log else None,
+             train_loss_last=log[-1]["loss"] if log else None)  # fmt: skip
+    m["seconds"] = round(time.time() - t0, 2)
+    m["out_dir"] = str(out_dir)
+    if is_main():
+        shutil.rmtree(work, ignore_errors=True)
+    return m

@@ -6,6 +6,8 @@ a1 is preferred, else "B"; "to mitigate position bias ... the order of the respo
 data formatting"; the model is trained as an instruction follower on the label (cross-entropy on the single
 label token), and at inference P(A) is the preference. Paper: 1 epoch, lr 5e-6, cosine, warm-up 0.03.
 
+Training runs on the shared engine (:mod:`evarl.engine`); this module keeps the A/B batches and the label loss.
+
 Deviations: the order is drawn per pair per epoch from `seed` (a fresh coin each epoch doubles the effective
 data); the loss is the full-vocabulary cross-entropy on the label token only (no prompt tokens), so nothing
 else is learnt. The input is rendered exactly as the `pairwise` reward source renders it, with the model's
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evarl.reward_training.bt import _save_atomic, _set_seed, cosine_lr
+from evarl.reward_training.bt import finish_metrics, save_with_metrics, work_dir
 from evarl.reward_training.data import PreferenceRow, load_preferences
 
 
@@ -66,11 +68,14 @@ def train_pairwise(
     max_grad_norm: float = 1.0,
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    mixed_precision: str = "no",
+    save_every: int = 0,
 ) -> dict[str, Any]:
     """Train an A/B preference model on a TRL preference JSONL; save a causal-LM dir the `pairwise` source loads."""
     import torch
     import torch.nn.functional as F
 
+    from evarl.engine import TrainSettings, content_hash, fit
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from evarl.rewards.judge import conversation_text, load_template
     from evarl.rewards.pairwise import DEFAULT_TEMPLATE, META_FILE, PLACEHOLDERS, PairwiseReward
@@ -78,84 +83,103 @@ def train_pairwise(
     if epochs < 1 or batch_size < 1 or lr <= 0 or max_length < 16:
         raise ValueError("train_pairwise: need epochs >= 1, batch_size >= 1, lr > 0, max_length >= 16")
     t0 = time.time()
-    _set_seed(seed)
     path = resolve_model_path(backbone)
     rows = load_preferences(train_file)
     eval_rows = load_preferences(eval_file) if eval_file else []
     tok = load_tokenizer(path, trust_remote_code)
-    model = load_causal_lm(path, dtype, trust_remote_code)
     tmpl = template or load_template(DEFAULT_TEMPLATE, PLACEHOLDERS, "pairwise")
-    source = PairwiseReward(model, tok, tmpl, labels, batch_size=max(1, batch_size), max_length=max_length)
-    label_ids = source.label_ids
+    # both orders of every pair are rendered once; a pair that fits in neither is left out (counted)
+    renderer = PairwiseReward(None, tok, tmpl, labels, batch_size=max(1, batch_size), max_length=max_length)
+    label_ids = renderer.label_ids
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    orders: list[tuple[list[int], list[int]]] = []
+    n_trunc, n_skipped = 0, 0
+    for r in rows:
+        ctx = conversation_text(r.prompt)
+        (ab, t1), (ba, t2) = (
+            renderer.fit_pair(ctx, r.chosen, r.rejected),
+            renderer.fit_pair(ctx, r.rejected, r.chosen),
+        )
+        if ab is None or ba is None:
+            n_skipped += 1
+            continue
+        n_trunc += int(t1 or t2)
+        orders.append((ab, ba))
+    if not orders:
+        raise ValueError(f"{train_file}: no preference pair fits in max_length={max_length}")
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(rows) / batch_size)
-    total = steps_per_epoch * epochs
-    warmup = int(round(warmup_ratio * total))
-    rng = random.Random(seed)
-    log: list[dict[str, Any]] = []
-    step, n_trunc, n_skipped = 0, 0, 0
-    model.train()
-    for epoch in range(epochs):
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        for s in range(0, len(order), batch_size):
-            seqs, targets = [], []
-            for i in order[s : s + batch_size]:
-                r = rows[i]
-                swap = rng.random() < 0.5  # randomized order against position bias
-                a, b = (r.rejected, r.chosen) if swap else (r.chosen, r.rejected)
-                ids, truncated = source._fit(conversation_text(r.prompt), a, b)
-                n_trunc += int(truncated)
-                if ids is None:
-                    n_skipped += 1
-                    continue
-                seqs.append(ids)
-                targets.append(label_ids[1] if swap else label_ids[0])
-            if not seqs:
-                continue
-            ids, mask = _left_batch(seqs, pad)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
-            tgt = torch.tensor(targets, dtype=torch.long)
-            loss = F.cross_entropy(logits, tgt)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            mult = cosine_lr(step, total, warmup)
-            for g in opt.param_groups:
-                g["lr"] = lr * mult
-            if torch.isfinite(gnorm):
-                opt.step()
-            two = torch.stack([logits[:, label_ids[0]], logits[:, label_ids[1]]], -1)
-            acc = float((two.argmax(-1) == (tgt == label_ids[1]).long()).float().mean())
-            log.append({"step": step, "epoch": epoch, "loss": float(loss.detach()), "accuracy": acc,
-                        "grad_norm": float(gnorm), "lr": lr * mult})  # fmt: skip
-            step += 1
-    model.eval()
-    metrics: dict[str, Any] = {
-        "kind": "pairwise",
-        "backbone": backbone,
-        "n_train": len(rows),
-        "train_truncated": n_trunc,
-        "train_skipped": n_skipped,
-        "epochs": epochs,
-        "steps": step,
-        "lr": lr,
-        "batch_size": batch_size,
-        "train_loss_first": log[0]["loss"] if log else None,
-        "train_loss_last": log[-1]["loss"] if log else None,
-    }
-    if eval_rows:
+    def swapped(i: int, epoch: int) -> bool:
+        """A fresh coin per pair per epoch, from (seed, epoch, pair) only (randomized order against position
+        bias; independent of batching and of the number of processes)."""
+        return random.Random(f"{seed}|{epoch}|{i}").random() < 0.5
+
+    def batch_fn(idx: list[int], model: Any, epoch: int) -> dict[str, Any]:
+        seqs = [orders[i][1] if swapped(i, epoch) else orders[i][0] for i in idx]
+        ids, mask = _left_batch(seqs, pad)
+        tgt = [label_ids[1] if swapped(i, epoch) else label_ids[0] for i in idx]
+        return {"input_ids": ids, "attention_mask": mask, "target": torch.tensor(tgt, dtype=torch.long)}
+
+    def step_fn(model: Any, b: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, -1, :].float()
+        tgt = b["target"]
+        two = torch.stack([logits[:, label_ids[0]], logits[:, label_ids[1]]], -1)
+        acc = (two.argmax(-1) == (tgt == label_ids[1]).long()).float().mean()
+        return F.cross_entropy(logits, tgt), {"accuracy": acc}
+
+    def finalize(model: Any) -> dict[str, Any]:
+        if not eval_rows:
+            return {}
+        source = PairwiseReward(
+            model, tok, tmpl, labels, batch_size=max(1, batch_size), max_length=max_length
+        )
         ev = evaluate_pairwise(source, eval_rows)
-        metrics.update(eval_accuracy=ev["accuracy"], n_eval=ev["n"], eval_failed=ev["n_failed"])
-    metrics["seconds"] = round(time.time() - t0, 2)
+        return {"eval_accuracy": ev["accuracy"], "n_eval": ev["n"], "eval_failed": ev["n_failed"]}
 
-    def save(d: Path) -> None:
+    def save(model: Any, d: Path) -> None:
         model.save_pretrained(d, safe_serialization=True)
         tok.save_pretrained(d)
         (d / META_FILE).write_text(json.dumps({"template": tmpl, "labels": list(labels)}, indent=2) + "\n")
 
-    _save_atomic(out_dir, save, metrics, log)
-    metrics["out_dir"] = str(out_dir)
-    return metrics
+    work = work_dir(out_dir)
+    summary = fit(
+        kind="pairwise",
+        settings=TrainSettings(
+            learning_rate=lr,
+            weight_decay=weight_decay,
+            scheduler="cosine",
+            warmup_ratio=warmup_ratio,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_grad_norm=max_grad_norm,
+            mixed_precision=mixed_precision,
+            save_every=save_every,
+            skip_nonfinite=True,
+        ),
+        build_model=lambda: (load_causal_lm(path, dtype, trust_remote_code), None),
+        lengths=[max(len(a), len(b)) for a, b in orders],
+        batch_fn=batch_fn,
+        step_fn=step_fn,
+        save_fn=save_with_metrics(work, save),
+        out_dir=work,
+        seed=seed,
+        progress=False,
+        fingerprint={
+            "backbone": str(path),
+            "template": tmpl,
+            "labels": list(labels),
+            "dtype": dtype,
+            "data": content_hash(orders),
+        },  # fmt: skip
+        summary_extra={
+            "backbone": backbone,
+            "n_train": len(rows),
+            "train_truncated": n_trunc,
+            "train_skipped": n_skipped,
+            "lr": lr,
+            "batch_size": batch_size,
+        },  # fmt: skip
+        final_dir=Path(out_dir),
+        finalize=finalize,
+        is_complete=lambda d: (d / META_FILE).exists() and (d / "train_metrics.json").exists(),
+    )
+    return finish_metrics(summary, "pairwise", work, out_dir, t0)

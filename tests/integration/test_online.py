@@ -71,10 +71,11 @@ def test_online_sigkill_resume_is_exact(tmp_path: Path, tiny_model_dir: Path) ->
 
     assert subprocess.run(cmd("ref"), env=env, capture_output=True).returncode == 0
     proc = subprocess.Popen(cmd("k"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = tmp_path / "k" / "online" / "state" / "meta.json"
+    latest = tmp_path / "k" / "online" / "state" / "latest"  # the engine's commit pointer
     t0 = time.time()
     while proc.poll() is None and time.time() - t0 < 300:
-        if meta.exists() and json.loads(meta.read_text())["step"] >= 2:
+        meta = latest.parent / latest.read_text().strip() / "meta.json" if latest.exists() else None
+        if meta is not None and meta.exists() and json.loads(meta.read_text())["step"] >= 2:
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.02)
