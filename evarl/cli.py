@@ -48,7 +48,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_validate(ns: argparse.Namespace) -> int:
     config, overrides = _split(ns.args)
-    cfg, errors = check_config(config, overrides)
+    cfg, errors, notes = check_config(config, overrides)
+    for note in notes:  # worth knowing, not wrong: validation still passes
+        print(f"note: {note}", file=sys.stderr)
     if errors:
         raise ConfigError(errors, config)
     print(f"{config or 'default config'}: ok (run directory {cfg.run_dir})")

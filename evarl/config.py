@@ -7,6 +7,8 @@ plug-in names) with its dotted path, so a user fixes them all in one go.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -80,6 +82,9 @@ class RewardSourceConfig:
         None  # verifier: strict | loose (default loose); length: chars | tokens (default chars)
     )
     samples: int = 1  # judge samples averaged
+    # run the model repository's own Python code (config.json `auto_map`, e.g. ArmoRM's gating head). Off unless
+    # asked: `evarl validate` names the source whose model needs it, before anything is loaded.
+    trust_remote_code: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,7 +190,7 @@ class OnlineConfig:
     metric: str = "a_avg"  # informativeness used online (A*_avg is the paper's online default)
     kl_coef: float = 0.05  # RLOO: beta of the per-sequence KL shaping (0 = no reference model)
     learning_rate: float = 1e-6
-    warmup_steps: int = 1
+    warmup_steps: int = 0  # linear warm-up from lr 0 (the engine's schedule; 0 = the full lr from step 1)
     save_every: int = 2  # steps between resumable checkpoints
 
 
@@ -380,14 +385,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def check_config(
     path: str | Path | None = None, overrides: list[str] | None = None
-) -> tuple[RunConfig, list[str]]:
-    """Structural and semantic problems together (for `evarl validate`): every bad field in one report."""
+) -> tuple[RunConfig, list[str], list[str]]:
+    """(config, errors, notes) for `evarl validate`: every bad field in one report, structural and semantic
+    together, plus notes that do not fail validation (e.g. a hub model not in the local cache yet)."""
     data = load_yaml(path) if path else {}
     data = _merge(data, parse_overrides(overrides or []))
     errors: list[str] = []
+    notes: list[str] = []
     cfg = _from_dict(RunConfig, data, "", errors)
     _resolve_preset(cfg, data)
-    return cfg, errors + validate_config(cfg)
+    return cfg, errors + validate_config(cfg, notes), notes
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -397,17 +404,163 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- semantic validation
 
 
-def _check_model_path(path: str, field_path: str, errors: list[str]) -> None:
+# Hub models whose weights only work with the repository's own modeling code, known by name so that a recipe is
+# refused before the model is downloaded (when its config.json is not on disk to read). Keys are lower case.
+REMOTE_CODE_MODELS: dict[str, str] = {
+    "rlhflow/armorm-llama3-8b-v0.1": (
+        "its reward head (LlamaForRewardModelWithGating: 19 objectives mixed by a gating network, .score) is "
+        "defined in the repository's modeling_custom.py; without it transformers would load a plain "
+        "LlamaForSequenceClassification with a randomly initialised score head"
+    ),
+    **{
+        f"internlm/internlm2-{size}-reward": "InternLM2's architecture and reward head are defined in the repository"
+        for size in ("1_8b", "7b", "20b")
+    },
+}
+
+# the transformers auto class evarl loads each kind of model with (the key to look up in config.json `auto_map`)
+_CAUSAL_LM = "AutoModelForCausalLM"
+_SEQ_CLS = "AutoModelForSequenceClassification"
+_REWARD_AUTO_CLASS = {"classifier": _SEQ_CLS, "pairwise": _CAUSAL_LM, "judge": _CAUSAL_LM}
+
+
+def hf_hub_cache() -> Path:
+    """The local Hugging Face hub cache, from the same environment variables huggingface_hub reads."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def cached_hub_file(repo_id: str, filename: str = "config.json") -> Path | None:
+    """`filename` of hub model `repo_id` if it is in the local HF cache (no network), else None."""
+    cache = hf_hub_cache()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
+        return Path(hit) if isinstance(hit, str) else None
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        snapshots = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+        return next(iter(sorted(snapshots.glob(f"*/{filename}"))), None)
+
+
+def _hub_id_problem(repo_id: str) -> str | None:
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return str(exc).split(". Use")[0]
+    return None
+
+
+def _read_model_config(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # an unreadable config.json is for transformers to report when it loads the model
+    return data if isinstance(data, dict) else None
+
+
+def _remote_code_reason(model_cfg: dict[str, Any], auto_class: str) -> str | None:
+    """Why a model config needs remote code for `auto_class`, or None.
+
+    It does when config.json maps `auto_class` to the repository's own code (`auto_map`) and transformers could
+    not build the model itself: its model_type is unknown to transformers, or the mapped class is not one of
+    transformers' classes (ArmoRM: model_type llama, but a custom reward head that a plain
+    LlamaForSequenceClassification would silently replace with a random one).
+    """
+    auto_map = model_cfg.get("auto_map")
+    if not isinstance(auto_map, dict) or auto_class not in auto_map:
+        return None
+    target = auto_map[auto_class]
+    target = target[0] if isinstance(target, list) and target else target
+    if not isinstance(target, str):
+        return None
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = model_cfg.get("model_type")
+    cls_name = target.split("--")[-1].rsplit(".", 1)[-1]
+    if model_type in CONFIG_MAPPING_NAMES and hasattr(transformers, cls_name):
+        return None  # transformers has the class itself
+    return f"config.json auto_map: {auto_class} -> {target}"
+
+
+def _check_model_path(
+    path: str,
+    field_path: str,
+    errors: list[str],
+    notes: list[str] | None = None,
+    *,
+    trust: bool | None = None,
+    trust_field: str = "",
+    auto_class: str = _CAUSAL_LM,
+) -> None:
+    """A model path: a local directory that exists, or a well-formed hub id (a note when not cached locally).
+
+    With `trust` given, also the remote-code policy: a model that needs its repository's code (config.json
+    `auto_map`, read from the local directory or the HF cache without any network, or a model known by name) is
+    an error unless `trust_field` is true. No model is loaded.
+    """
     if path in ("embedded", "policy"):
         return
     p = Path(path).expanduser()
     looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") != 1
-    if looks_local and not p.exists():
-        errors.append(f"{field_path}: model path {path!r} does not exist")
+    config_json: Path | None = None
+    if looks_local:
+        if not p.exists():
+            errors.append(f"{field_path}: model path {path!r} does not exist")
+            return
+        config_json = p / "config.json" if (p / "config.json").is_file() else None
+    else:
+        problem = _hub_id_problem(path)
+        if problem:
+            errors.append(
+                f"{field_path}: {path!r} is neither an existing directory nor a valid hub id ({problem})"
+            )
+            return
+        config_json = cached_hub_file(path)
+        if config_json is None and notes is not None and not any(f" {path} is not in" in n for n in notes):
+            notes.append(
+                f"{field_path}: {path} is not in the local Hugging Face cache ({hf_hub_cache()}); it is downloaded "
+                f"when first loaded (`hf download {path}` fetches it ahead; HF_HUB_OFFLINE=1 forbids downloads)"
+            )
+    if trust is None or trust:
+        return
+    reason = None
+    model_cfg = _read_model_config(config_json) if config_json else None
+    if model_cfg is not None:
+        reason = _remote_code_reason(model_cfg, auto_class)
+    if reason is None and path.lower() in REMOTE_CODE_MODELS:
+        reason = REMOTE_CODE_MODELS[path.lower()]
+    if reason:
+        errors.append(
+            f"{field_path}: {path} needs remote code ({reason}); set {trust_field}: true if you trust it"
+        )
 
 
-def validate_config(cfg: RunConfig) -> list[str]:
-    """Every semantic problem with its dotted path. No model is loaded."""
+_PROMPT_FILE_HINT = (
+    'prompts are a JSONL (or Parquet) file, one {"prompt": ...} (text or chat messages) or {"instruction": ...} '
+    "per line"
+)
+# how to make the paper recipes' prompt file from a hub data set (docs/scale.md, "Prompt data")
+_EXPORT_HINT = (
+    "; e.g. python -c \"from datasets import load_dataset; load_dataset('openbmb/UltraFeedback', split='train')"
+    ".shuffle(seed=42).select_columns(['instruction']).to_json('{path}')\" (docs/scale.md, Prompt data)"
+)
+
+
+def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]:
+    """Every semantic problem with its dotted path. No model is loaded and nothing is fetched.
+
+    `notes` (optional) collects what is worth saying but not wrong, e.g. a hub model that is not in the local
+    cache yet; `evarl validate` prints them and still passes.
+    """
     from evarl.registry import BACKENDS, EVOLVERS, FILTERS, LOSSES, METRICS, PAIR_RULES, REWARDS, SAMPLERS
 
     e: list[str] = []
@@ -442,7 +595,14 @@ def validate_config(cfg: RunConfig) -> list[str]:
         e.append("generation.n: RLOO needs at least 2 responses per prompt")
     if not cfg.name or "/" in cfg.name:
         e.append(f"name: must be a non-empty name without '/', got {cfg.name!r}")
-    _check_model_path(cfg.model.path, "model.path", e)
+    _check_model_path(
+        cfg.model.path,
+        "model.path",
+        e,
+        notes,
+        trust=cfg.model.trust_remote_code,
+        trust_field="model.trust_remote_code",
+    )
     if cfg.generation.dtype not in (None, "float32", "bfloat16", "float16"):
         e.append(f"generation.dtype: must be float32, bfloat16 or float16, got {cfg.generation.dtype!r}")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
@@ -478,7 +638,8 @@ def validate_config(cfg: RunConfig) -> list[str]:
     for fp in ("train_file", "heldout_file"):
         v = getattr(t, fp)
         if v and not Path(v).exists():
-            e.append(f"task.{fp}: file {v!r} does not exist")
+            hint = _PROMPT_FILE_HINT + (_EXPORT_HINT.format(path=v) if fp == "train_file" else "")
+            e.append(f"task.{fp}: file {v!r} does not exist; {hint}")
     pos("task.train_prompts", t.train_prompts)
     pos("task.heldout_prompts", t.heldout_prompts, strict=False)
     from evarl.tasks.constraints import POOLS
@@ -492,7 +653,17 @@ def validate_config(cfg: RunConfig) -> list[str]:
     for i, s in enumerate(cfg.reward.sources):
         known(f"reward.sources[{i}].name", s.name, REWARDS)
         if s.model and s.model != "policy":
-            _check_model_path(s.model, f"reward.sources[{i}].model", e)
+            # options.trust_remote_code is the older spelling of the field, still honoured here
+            trusted = s.trust_remote_code or bool(s.options.get("trust_remote_code", False))
+            _check_model_path(
+                s.model,
+                f"reward.sources[{i}].model",
+                e,
+                notes,
+                trust=trusted if s.name in _REWARD_AUTO_CLASS else None,
+                trust_field=f"reward.sources[{i}].trust_remote_code",
+                auto_class=_REWARD_AUTO_CLASS.get(s.name, _CAUSAL_LM),
+            )
         pos(f"reward.sources[{i}].samples", s.samples)
     pos("reward.length_penalty", cfg.reward.length_penalty, strict=False)
     if cfg.reward.length_unit not in ("chars", "tokens"):
@@ -516,7 +687,16 @@ def validate_config(cfg: RunConfig) -> list[str]:
     if c.mode not in ("incremental", "scratch"):
         e.append(f"creator.mode: must be incremental or scratch, got {c.mode!r}")
     if c.model not in ("policy", "endpoint"):
-        _check_model_path(c.model, "creator.model", e)
+        # the creator model is loaded with the policy's model.trust_remote_code
+        _check_model_path(
+            c.model,
+            "creator.model",
+            e,
+            notes,
+            trust=cfg.model.trust_remote_code,
+            trust_field="model.trust_remote_code",
+        )
+    pos("creator.max_prompt_chars", c.max_prompt_chars)
     frac("creator.near_dup_threshold", c.near_dup_threshold)
     s = cfg.solver
     known("solver.loss", s.loss, LOSSES)

@@ -132,8 +132,8 @@ def epoch_plan(
     ``LENGTH_GROUP_WINDOW * batch_size``, cut into micro-batches, the micro-batches shuffled (same generator) and
     grouped ``grad_accum * num_processes`` per step; process r takes micro-batches ``r::num_processes`` of a step.
     The plan depends on ``grad_accum * num_processes`` only, so the same global batch gives the same steps on any
-    number of processes. With several processes only complete groups are kept, so every process gets the same
-    number of micro-batches.
+    number of processes (the last step may be short; :func:`fit` weights every micro-batch by its share of the
+    step's items over all processes, so a short step is exact too).
     """
     n = len(lengths)
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
@@ -146,8 +146,6 @@ def epoch_plan(
     # shuffle the micro-batches too, or a dataset smaller than one window would be in length order every epoch
     micro = [micro[i] for i in torch.randperm(len(micro), generator=g).tolist()]
     per_step = grad_accum * num_processes
-    if num_processes > 1:
-        micro = micro[: len(micro) // num_processes * num_processes]
     return [micro[s : s + per_step] for s in range(0, len(micro), per_step)]
 
 
@@ -358,6 +356,13 @@ class Engine:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_multiplier(step, total_steps, warmup, kind)
         )
+        ds = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if (
+            ds is not None
+        ):  # DeepSpeed clips inside its step and ignores clip_grad_norm_; "auto" would mean 1.0
+            ds.deepspeed_config["gradient_clipping"] = s.max_grad_norm
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = s.batch_size
+            ds.deepspeed_config["gradient_accumulation_steps"] = self.grad_accum
         # the scheduler is stepped here, once per optimizer step; accelerate's prepared scheduler would step it
         # once per process
         self.model, self.optimizer = self.accelerator.prepare(model, opt)
@@ -394,10 +399,17 @@ class Engine:
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Per-rank metrics averaged over the ranks (identity on one process)."""
+        return self._reduce(values, "mean")
+
+    def sum(self, values: dict[str, float]) -> dict[str, float]:
+        """Per-rank metrics summed over the ranks (identity on one process)."""
+        return self._reduce(values, "sum")
+
+    def _reduce(self, values: dict[str, float], op: str) -> dict[str, float]:
         if self.num_processes == 1 or not values:
             return values
         keys = sorted(values)
-        red = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.device), "mean")
+        red = self.accelerator.reduce(torch.tensor([values[k] for k in keys], device=self.device), op)
         return dict(zip(keys, red.tolist()))
 
     def wait(self) -> None:
@@ -580,7 +592,9 @@ def _rebuild_peft_on_cpu(model: Any, state_dict: dict[str, torch.Tensor]) -> Any
 
 
 StepFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, Any]]]
-BatchFn = Callable[[list[int], Any, int], dict[str, torch.Tensor]]  # (item indices, model, epoch) -> CPU batch
+BatchFn = Callable[
+    [list[int], Any, int], dict[str, torch.Tensor]
+]  # (item indices, model, epoch) -> CPU batch
 SaveFn = Callable[[Any, dict[str, torch.Tensor] | None, Path, dict[str, Any]], None]
 
 
@@ -609,7 +623,9 @@ def fit(
     1. A complete ``final_dir`` returns its saved summary (a finished stage is never retrained).
     2. ``build_model()`` gives the model and optional optimizer groups; the engine prepares them.
     3. Each epoch follows :func:`epoch_plan`; ``grad_accum`` micro-batches per process make one optimizer step,
-       each weighted by its share of the step's items.
+       each weighted by its share of the step's items over all processes (x the process count, since the
+       all-reduce averages), so N processes compute the single-process gradient. A process with no micro-batch
+       in a short last step joins the all-reduce with a zero-weighted one.
     4. Every ``save_every`` steps a checkpoint; a rerun resumes mid-epoch from it (bitwise on the same machine and
        thread count).
     5. Per step a row in ``out_dir/train_log.jsonl`` (loss, the loop's metrics averaged over ranks, lr, grad
@@ -682,21 +698,23 @@ def fit(
         log_file = open(log_path, "a") if engine.is_main else None  # noqa: SIM115 (closed in finally)
         for g in range(start, total):
             epoch, s = divmod(g, steps_per_epoch)
-            step_micro = plan(epoch)[s][rank::nproc]
-            n_step = sum(len(m) for m in step_micro)
+            step_all = plan(epoch)[s]
+            n_step = sum(len(m) for m in step_all)  # items of this optimizer step over all processes
+            mine = step_all[rank::nproc]
+            work = mine or step_all[:1]
             acc: dict[str, float] = {}
-            for i, mb in enumerate(step_micro):
+            for i, mb in enumerate(work):
+                w = len(mb) / n_step if mine else 0.0
                 batch = {k: v.to(device_) for k, v in batch_fn(mb, model, epoch).items()}
-                with engine.micro_batch(sync=i == len(step_micro) - 1):
+                with engine.micro_batch(sync=i == len(work) - 1):
                     with engine.autocast():
                         loss, metrics = step_fn(model, batch)
-                    engine.backward(loss * (len(mb) / n_step))
-                w = len(mb) / n_step
+                    engine.backward(loss * (w * nproc))
                 acc["loss"] = acc.get("loss", 0.0) + w * float(loss.detach())
                 for k, v in metrics.items():
                     acc[k] = acc.get(k, 0.0) + w * float(v)
             upd = engine.step()
-            acc = engine.mean(acc)
+            acc = engine.sum(acc)
             row = {"step": g + 1, "epoch": epoch, **{k: round(v, 6) for k, v in acc.items()}, **upd}
             rows.append(row)
             if log_file is not None:

@@ -322,6 +322,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     with main_first():  # rank 0 converts the embedded model into the cache once
         base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
     models = Models(cfg, device)
+    r.set("world_size", w.size)
     g = cfg.generation
     gen_params = SamplingParams(g.n, g.temperature, g.top_p, g.max_new_tokens, cfg.seed)
     eval_params = SamplingParams(1, cfg.eval.temperature, g.top_p, cfg.eval.max_new_tokens, cfg.seed)

@@ -263,8 +263,12 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     loss, m = rloo_loss(logps, rew.to(logps.device), group_t.to(logps.device),
                                         ref_lp, o.kl_coef)  # fmt: skip
                     # local mean -> this rank's share of the global mean (DDP averages over the N ranks)
-                    engine.backward(loss * (len(keep) * nproc / len(keep_all)))
-                    metrics = {"loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+                    share = len(keep) * nproc / len(keep_all)  # the mean over ranks of share x local = global
+                    engine.backward(loss * share)
+                    metrics = {
+                        "loss": share * float(loss.detach()),
+                        **{k: share * float(v) for k, v in m.items()},
+                    }
                     trained = True
             else:
                 pairs_all, _ = build_pairs(
@@ -297,11 +301,12 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     loss, m = LOSSES.get(sc.loss)(
                         LossInputs(lc.float(), lr_.float(), lens_c, lens_r, rc, rr_), sc
                     )
-                    engine.backward(loss * (len(pairs) * nproc / len(pairs_all)))
+                    share = len(pairs) * nproc / len(pairs_all)
+                    engine.backward(loss * share)
                     metrics = {
-                        "loss": float(loss.detach()),
+                        "loss": share * float(loss.detach()),
                         "pairs": len(pairs_all),
-                        **{k: float(v) for k, v in m.items()},
+                        **{k: share * float(v) for k, v in m.items()},
                     }
                     trained = True
             lr = engine.scheduler.get_last_lr()[0]

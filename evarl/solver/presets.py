@@ -29,14 +29,18 @@ of the fields the user set (``explicit``, e.g. the keys of the ``solver:`` mappi
 ``solver.x=y`` overrides); without it, a preset value replaces a field only while the field still has its
 dataclass default (so an explicit setting equal to the default cannot be told apart and is overridden).
 
-``effective_batch_size`` is per optimizer step on one process: ``grad_accum`` becomes
-``ceil(effective_batch_size / batch_size)`` unless ``grad_accum`` was set explicitly.
+Batch size: appendix A's "effective batch size" counts pairs per optimizer step over *all* GPUs (the paper
+trains on 8xH100). A preset therefore sets ``solver.global_batch_size`` (per-device ``batch_size`` x
+``grad_accum`` x processes), not a per-process ``grad_accum``; the training engine derives
+``grad_accum = global_batch_size / (batch_size x world_size)`` once the world size is known, so the same
+preset means the same optimisation on 1 GPU, 8 GPUs or the CPU. ``validate_config`` checks the division
+against the launcher's ``WORLD_SIZE``. A user who sets ``global_batch_size`` or ``grad_accum`` keeps it: an
+explicit ``grad_accum`` means the user sizes the per-process step by hand, and no global batch is imposed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Collection
 from typing import Any
 
@@ -110,7 +114,9 @@ def apply_preset(cfg: Any, explicit: Collection[str] | None = None) -> Any:
     """A copy of the SolverConfig ``cfg`` with ``PRESETS[cfg.preset]`` applied (no-op without a preset).
 
     ``explicit``: names of solver fields the user set; they keep the user's value. Without it, only fields
-    still equal to their dataclass default are filled (see the module docstring).
+    still equal to their dataclass default are filled (see the module docstring). The table's
+    ``effective_batch_size`` becomes ``global_batch_size`` unless ``global_batch_size`` or ``grad_accum`` was
+    set; ``grad_accum`` itself is left for the training engine to derive from the world size.
     """
     if cfg.preset is None:
         return cfg
@@ -129,7 +135,6 @@ def apply_preset(cfg: Any, explicit: Collection[str] | None = None) -> Any:
     for name, value in preset.items():
         if settable(name):
             updates[name] = value
-    if effective is not None and settable("grad_accum"):
-        batch = updates.get("batch_size", cfg.batch_size)
-        updates["grad_accum"] = max(1, math.ceil(effective / batch))
+    if effective is not None and settable("global_batch_size") and settable("grad_accum"):
+        updates["global_batch_size"] = effective
     return dataclasses.replace(cfg, **updates)

@@ -120,7 +120,7 @@ def train_sft(
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def batch_fn(idx: list[int], model: Any) -> dict[str, torch.Tensor]:
+    def batch_fn(idx: list[int], model: Any, epoch: int) -> dict[str, torch.Tensor]:
         return collate_sequences([prompts[i] for i in idx], [responses[i] for i in idx], pad)
 
     def step_fn(model: Any, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -210,7 +210,7 @@ def train_preference(
 
     share: dict[str, bool] = {}
 
-    def batch_fn(idx: list[int], model: Any) -> dict[str, torch.Tensor]:
+    def batch_fn(idx: list[int], model: Any, epoch: int) -> dict[str, torch.Tensor]:
         if "on" not in share:  # decided once, on the first batch, for the prepared model
             share["on"] = bool(getattr(cfg, "share_prompt", True)) and supports_prompt_sharing(model)
         b = (collate_pairs_shared if share["on"] else collate_pairs)([enc[i] for i in idx], pad)

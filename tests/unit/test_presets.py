@@ -30,17 +30,46 @@ def test_preset_fills_defaults_and_sets_loss() -> None:
         "linear",
         6,
     )
-    assert cfg.batch_size * cfg.grad_accum == 8  # 4 x 2
+    # appendix A's effective batch is the global batch over all GPUs; grad_accum is left to the engine
+    assert (cfg.global_batch_size, cfg.grad_accum) == (8, 1)
 
 
 def test_fields_changed_from_default_win_without_explicit_list() -> None:
     cfg = apply_preset(SolverConfig(preset="simpo", beta=2.5, batch_size=8))
-    assert cfg.beta == 2.5 and cfg.gamma == 5.0 and cfg.grad_accum == 4
+    assert cfg.beta == 2.5 and cfg.gamma == 5.0
+    assert (cfg.batch_size, cfg.global_batch_size, cfg.grad_accum) == (8, 32, 1)
 
 
 def test_explicit_fields_win_even_when_equal_to_default() -> None:
     cfg = apply_preset(SolverConfig(preset="dpo", beta=0.1, grad_accum=1), explicit={"beta", "grad_accum"})
     assert cfg.beta == 0.1 and cfg.grad_accum == 1 and cfg.learning_rate == 5e-7
+    # an explicit grad_accum sizes the step by hand: no global batch is imposed
+    assert cfg.global_batch_size is None
+
+
+def test_global_batch_from_the_preset_unless_the_user_set_it() -> None:
+    assert build_config({"solver": {"preset": "rlhflow-dpo"}}).solver.global_batch_size == 128
+    assert (
+        build_config({"solver": {"preset": "simpo", "global_batch_size": 64}}).solver.global_batch_size == 64
+    )
+    user_accum = build_config({"solver": {"preset": "simpo", "grad_accum": 3}}).solver
+    assert (user_accum.global_batch_size, user_accum.grad_accum) == (None, 3)
+    assert apply_preset(SolverConfig(preset="dpo", grad_accum=2)).global_batch_size is None
+
+
+@pytest.mark.parametrize(
+    ("world", "batch", "ok"),
+    [("1", 4, True), ("2", 4, True), ("8", 1, True), ("8", 4, False), ("3", 1, False)],
+)
+def test_global_batch_must_split_over_the_launched_processes(
+    monkeypatch: pytest.MonkeyPatch, world: str, batch: int, ok: bool
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", world)
+    cfg = build_config({"solver": {"preset": "dpo", "batch_size": batch}})  # global batch 8
+    errs = [e for e in validate_config(cfg) if e.startswith("solver.global_batch_size")]
+    assert (errs == []) is ok, errs
+    if not ok:
+        assert f"x {world} processes" in errs[0] and f"divisible by {batch * int(world)}" in errs[0]
 
 
 def test_no_preset_is_identity_and_unknown_preset_raises() -> None:
