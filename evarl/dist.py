@@ -70,7 +70,9 @@ def init() -> World:
     if launched_size() > 1 and not _initialized():
         from accelerate import PartialState
 
-        PartialState()  # reads RANK / WORLD_SIZE / MASTER_ADDR from the launcher; picks the backend
+        # reads RANK / WORLD_SIZE / MASTER_ADDR from the launcher; NCCL with CUDA, else gloo (accelerate only
+        # forms a CPU process group when told cpu=True)
+        PartialState(cpu=not cuda_available())
     return world()
 
 

@@ -300,7 +300,9 @@ class Engine:
         from accelerate.utils import set_seed
 
         self.s = settings
-        cpu = device is not None and torch.device(device).type == "cpu"
+        # accelerate forms a CPU process group (gloo) only when told cpu=True; on a CUDA machine it also keeps a
+        # `device: cpu` run off the GPUs
+        cpu = not torch.cuda.is_available() or (device is not None and torch.device(device).type == "cpu")
         self.accelerator = new_accelerator(settings.mixed_precision, cpu=cpu)
         set_seed(seed)
         self.model: Any = None

@@ -2,6 +2,11 @@
 
 The chat template is rendered here, once, with the model's own tokenizer. Each internal batch is seeded from
 (params.seed, batch index), so the same call always gives the same samples.
+
+Device: the model stays where it was loaded (`from_path(..., device=...)`, see `evarl.models.loading`; None =
+CPU) and each batch's input tensors are moved to the model's device. Generation stops on the tokenizer's EOS,
+the model's generation-config EOS ids and the chat template's end-of-turn token
+(`evarl.solver.logprobs.end_of_turn_id`, e.g. Gemma's `<end_of_turn>`).
 """
 
 from __future__ import annotations
@@ -36,11 +41,16 @@ class HFGenerator:
 
     @classmethod
     def from_path(
-        cls, path: str, dtype: str = "float32", batch_size: int = 64, trust_remote_code: bool = False
-    ):
+        cls,
+        path: str,
+        dtype: str = "float32",
+        batch_size: int = 64,
+        trust_remote_code: bool = False,
+        device: Any = None,
+    ) -> HFGenerator:
         from evarl.models.loading import load_causal_lm, load_tokenizer
 
-        model = load_causal_lm(path, dtype, trust_remote_code)
+        model = load_causal_lm(path, dtype, trust_remote_code, device=device)
         return cls(model, load_tokenizer(path, trust_remote_code), batch_size)
 
     def generate(
@@ -48,7 +58,10 @@ class HFGenerator:
     ) -> list[list[GenOutput]]:
         import torch
 
+        from evarl.models.loading import device_of
+
         tok = self.tokenizer
+        device = device_of(self.model)
         per_batch = max(1, self.batch_size // max(1, params.n))
         out: list[list[GenOutput]] = []
         was_training = self.model.training
@@ -67,7 +80,7 @@ class HFGenerator:
                     truncation=True,
                     max_length=self.max_prompt_tokens,
                     add_special_tokens=False,
-                )
+                ).to(device)
                 torch.manual_seed(params.seed * 100_003 + b)
                 sample = params.temperature > 0
                 kwargs: dict[str, Any] = dict(
@@ -106,10 +119,16 @@ class HFGenerator:
         return out
 
     def _eos_ids(self) -> list[int]:
+        # imported here: evarl.solver.logprobs imports this module (render_chat)
+        from evarl.solver.logprobs import end_of_turn_id
+
         ids = set()
         tok = self.tokenizer
         if tok.eos_token_id is not None:
             ids.add(int(tok.eos_token_id))
+        eot = end_of_turn_id(tok)  # the token the trainer appends to responses; stop where training ends them
+        if eot is not None:
+            ids.add(int(eot))
         gc = getattr(self.model, "generation_config", None)
         eos = getattr(gc, "eos_token_id", None)
         if isinstance(eos, int):

@@ -6,6 +6,14 @@ the model is rebuilt from its config *without* `quantization_config`, the dequan
 and model + tokenizer are saved as an ordinary safetensors directory in the cache
 (`$EVARL_CACHE`, default `~/.cache/evarl`). Any HF model directory or hub id is loaded the same way; nothing is
 ever fetched at run time unless the user names a hub id that is not on disk.
+
+Device and dtype. Every loader takes ``device``: a ``torch.device``, a config setting (``auto | cpu | cuda
+| cuda:N``, resolved by :func:`evarl.dist.resolve_device`) or None, which is the CPU (the behaviour before
+devices existed). Weights go straight to that device at load (``device_map={"": device}`` on an accelerator, so an 8B
+model is never materialised in host memory first; a plain load on the CPU, which keeps CPU results
+byte-identical). ``dtype`` is ``float32 | bfloat16 | float16`` or ``auto``: bfloat16 on a CUDA device that
+supports it, else float32 (:func:`resolve_dtype`). The policy loaders default to float32 (the config's
+``model.dtype`` decides); frozen scorers (reward models, judges) default to ``auto``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+DTYPE_CHOICES = (*_DTYPES, "auto")
 
 
 def cache_dir() -> Path:
@@ -25,10 +34,60 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EVARL_CACHE", Path.home() / ".cache" / "evarl")).expanduser()
 
 
-def _torch_dtype(name: str) -> Any:
+def torch_device(device: Any = None) -> Any:
+    """The ``torch.device`` for a loader's ``device`` argument: None = CPU, a setting string, or a device."""
     import torch
 
-    return getattr(torch, _DTYPES[name])
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        return device
+    from evarl.dist import resolve_device
+
+    return resolve_device(str(device))
+
+
+def resolve_dtype(dtype: str, device: Any = None) -> str:
+    """A concrete dtype name; ``auto`` = bfloat16 on a CUDA device with bf16 support, else float32."""
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    dev = torch_device(device)
+    # fp16 is not a safe fallback for reward scores (overflow), so pre-Ampere GPUs get float32
+    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+def _torch_dtype(name: str, device: Any = None) -> Any:
+    import torch
+
+    return getattr(torch, _DTYPES[resolve_dtype(name, device)])
+
+
+def placement_kwargs(device: Any = None) -> dict[str, Any]:
+    """``from_pretrained`` kwargs that put the weights on ``device`` at load (none on the CPU)."""
+    dev = torch_device(device)
+    if dev.type == "cpu":
+        # the plain load is already on the CPU; a device_map would route it through accelerate for nothing
+        return {}
+    return {"device_map": {"": dev}}
+
+
+def device_of(model: Any) -> Any:
+    """Where a model's inputs must go: the device of its first parameter (the embeddings), CPU if none."""
+    import torch
+
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError, TypeError):
+        return torch.device("cpu")
 
 
 def embedded_gguf_path() -> Path:
@@ -109,11 +168,18 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+def load_causal_lm(
+    path: str, dtype: str = "float32", trust_remote_code: bool = False, device: Any = None
+) -> Any:
+    """A causal LM with its weights on ``device`` (None = CPU) in ``dtype`` (``auto``: module docstring)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        path, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+        path,
+        dtype=_torch_dtype(dtype, device),
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        **placement_kwargs(device),
     )
 
 

@@ -9,6 +9,10 @@ uses decoder backbones).
 On disk: the backbone as an ordinary HF safetensors directory (`save_pretrained`), its tokenizer, the head in
 `reward_head.safetensors` and `evarl_reward_model.json` (format marker, pooling, hidden size). The
 `classifier` reward source loads such a directory, and any `AutoModelForSequenceClassification` directory.
+
+Device and dtype: `from_backbone` / `from_pretrained` take `device` (None = CPU, a setting or a torch.device;
+`evarl.models.loading.torch_device`) and `dtype` (`auto` = bfloat16 on CUDA, else float32). The backbone is
+loaded straight onto the device; the head follows it and stays float32 (the pooled state is cast to it).
 """
 
 from __future__ import annotations
@@ -75,14 +79,27 @@ class ScalarRewardModel(nn.Module):
 
     @classmethod
     def from_backbone(
-        cls, path: str, pooling: str | None = None, dtype: str = "float32", trust_remote_code: bool = False
+        cls,
+        path: str,
+        pooling: str | None = None,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        device: Any = None,
     ) -> ScalarRewardModel:
         from transformers import AutoModel
 
+        from evarl.models.loading import placement_kwargs, resolve_dtype, torch_device
+
         backbone = AutoModel.from_pretrained(
-            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+            path,
+            dtype=getattr(torch, resolve_dtype(dtype, device)),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            **placement_kwargs(device),
         )
-        return cls(backbone, pooling or default_pooling(backbone.config))
+        model = cls(backbone, pooling or default_pooling(backbone.config))
+        model.head.to(torch_device(device))
+        return model
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         from safetensors.torch import save_file
@@ -98,7 +115,11 @@ class ScalarRewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, dtype: str = "float32", trust_remote_code: bool = False
+        cls,
+        path: str | Path,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        device: Any = None,
     ) -> ScalarRewardModel:
         from safetensors.torch import load_file
 
@@ -106,6 +127,7 @@ class ScalarRewardModel(nn.Module):
         meta = json.loads((p / META_FILE).read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{p / META_FILE}: format {meta.get('format')!r} is not {FORMAT!r}")
-        model = cls.from_backbone(str(p), meta["pooling"], dtype, trust_remote_code)
+        model = cls.from_backbone(str(p), meta["pooling"], dtype, trust_remote_code, device=device)
+        # load_state_dict copies into the existing (already placed) head parameters
         model.head.load_state_dict(load_file(str(p / HEAD_FILE)))
         return model

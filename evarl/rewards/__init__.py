@@ -8,8 +8,9 @@ Importing this package registers every built-in source in `evarl.registry.REWARD
 - `judge`      LLM-as-a-judge with the additive 5-point prompt (self-reward or a teacher model/endpoint)
 - `length`     shaping: -|y| in characters or tokens
 
-`build_reward(cfg.reward, policy, policy_tokenizer)` turns a `RewardConfig` into one source that returns the
-weighted sum minus the length penalty; see docs/rewards.md for the failure protocol and how to add a source.
+`build_reward(cfg.reward, policy, policy_tokenizer, device)` turns a `RewardConfig` into one source that
+returns the weighted sum minus the length penalty, with model-based sources on `device` (None = CPU); see
+docs/rewards.md for the failure protocol and how to add a source.
 """
 
 from __future__ import annotations

@@ -9,6 +9,16 @@ the response as the assistant turn); token ids are never shared with the policy,
 silent-garbage bugs in other trainers (TRL issues 1674/2523, OpenRLHF 242). A tokenizer without a chat
 template gets "prompt\\n\\nresponse". Inputs are batched by length; an input longer than `max_length` is
 truncated (on `truncation_side`, default left so the response survives) and flagged `info["truncated"]`.
+
+The score is read from the model output's `.score` when it has one (ArmoRM's remote-code
+`LlamaForRewardModelWithGating` returns `CustomOutput(score=...)`, the gated preference score), else from
+`.logits[:, head_index]` (default head 0), else from the output tensor itself (`ScalarRewardModel`). Remote
+code runs only when the source config says so (`reward.sources[i].trust_remote_code: true`, or the older
+`options.trust_remote_code`); a model that needs it is otherwise refused with a message naming that field.
+
+Device and dtype: the model is loaded onto the run's device (`build_reward(..., device=...)`; None = CPU) and
+every batch is moved to it. `options.dtype` is float32 | bfloat16 | float16 | auto, default auto = bfloat16
+on a CUDA device (ArmoRM/Skywork ship bf16 weights), float32 on the CPU; scores are returned as float32.
 """
 
 from __future__ import annotations
@@ -18,7 +28,12 @@ from typing import Any
 
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options, check_single_sample
+from evarl.rewards.combine import (
+    RewardBuildError,
+    check_options,
+    check_single_sample,
+    source_trust_remote_code,
+)
 from evarl.rewards.judge import conversation_text
 from evarl.types import Prompt, RewardResult
 
@@ -31,20 +46,44 @@ def rm_text(tokenizer: Any, messages: list[dict[str, str]], response: str) -> tu
     return conversation_text(messages) + "\n\n" + response, True
 
 
-def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer) for an evarl scalar RM directory or any AutoModelForSequenceClassification."""
-    from evarl.models.loading import load_tokenizer
+def _remote_code_refused(e: Exception) -> bool:
+    return "trust_remote_code" in str(e)
+
+
+def load_reward_model(
+    path: str, dtype: str = "auto", trust_remote_code: bool = False, device: Any = None
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for an evarl scalar RM directory or any AutoModelForSequenceClassification (also a
+    remote-code one such as ArmoRM when `trust_remote_code`), on `device` (None = CPU) in `dtype`."""
+    from evarl.models.loading import load_tokenizer, placement_kwargs, resolve_dtype
     from evarl.reward_training.models import ScalarRewardModel, is_scalar_reward_model
 
-    if is_scalar_reward_model(path):
-        model = ScalarRewardModel.from_pretrained(path, dtype, trust_remote_code)
-    else:
-        import torch
-        from transformers import AutoModelForSequenceClassification
+    try:
+        dt = resolve_dtype(dtype, device)
+    except ValueError as e:
+        raise RewardBuildError(f"classifier: options.{e}") from e
+    try:
+        if is_scalar_reward_model(path):
+            model = ScalarRewardModel.from_pretrained(path, dt, trust_remote_code, device=device)
+        else:
+            import torch
+            from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                dtype=getattr(torch, dt),
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+                **placement_kwargs(device),
+            )
+    except ValueError as e:
+        if trust_remote_code or not _remote_code_refused(e):
+            raise
+        raise RewardBuildError(
+            f"classifier: {path} ships its own modeling code (config.json auto_map, e.g. ArmoRM), which "
+            "evarl runs only when asked: set `trust_remote_code: true` on this reward source "
+            "(reward.sources[i].trust_remote_code) if you trust that code"
+        ) from e
     tok = load_tokenizer(path, trust_remote_code)
     if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
         model.config.pad_token_id = tok.pad_token_id
@@ -80,7 +119,12 @@ class ClassifierReward:
 
     @classmethod
     def from_config(
-        cls, cfg: RewardSourceConfig, *, policy: Any = None, policy_tokenizer: Any = None
+        cls,
+        cfg: RewardSourceConfig,
+        *,
+        policy: Any = None,
+        policy_tokenizer: Any = None,
+        device: Any = None,
     ) -> ClassifierReward:
         o = cfg.options
         check_options(
@@ -94,7 +138,7 @@ class ClassifierReward:
 
         path = resolve_model_path(cfg.model)
         model, tok = load_reward_model(
-            path, str(o.get("dtype", "float32")), bool(o.get("trust_remote_code", False))
+            path, str(o.get("dtype", "auto")), source_trust_remote_code(cfg), device=device
         )
         return cls(
             model,
@@ -106,8 +150,15 @@ class ClassifierReward:
         )
 
     @classmethod
-    def from_path(cls, path: str | Path, **kwargs: Any) -> ClassifierReward:
-        model, tok = load_reward_model(str(path))
+    def from_path(
+        cls,
+        path: str | Path,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> ClassifierReward:
+        model, tok = load_reward_model(str(path), dtype, trust_remote_code, device=device)
         return cls(model, tok, **kwargs)
 
     def _scores(self, out: Any) -> Any:
@@ -130,7 +181,10 @@ class ClassifierReward:
         """Raw RM scores of already-rendered texts and whether each was truncated."""
         import torch
 
+        from evarl.models.loading import device_of
+
         tok = self.tokenizer
+        device = device_of(self.model)
         old_side = tok.truncation_side
         tok.truncation_side = self.truncation_side
         try:
@@ -155,7 +209,7 @@ class ClassifierReward:
                     ids = ids_list[i]
                     input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
                     mask[row, : len(ids)] = 1
-                out = self.model(input_ids=input_ids, attention_mask=mask)
+                out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
                 for row, v in zip(idx, self._scores(out).tolist()):
                     scores[row] = float(v)
         return scores, truncated

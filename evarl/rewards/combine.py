@@ -1,8 +1,13 @@
 """Combining reward sources: r(x, y) = sum_k w_k r_k(x, y) - lambda * |y|.
 
-`build_reward(cfg.reward, policy, policy_tokenizer)` builds every configured source through its factory
-(`Source.from_config(cfg, policy=..., policy_tokenizer=...)`) and returns one `CombinedReward`. The length
-penalty is RLHFlow's r - lambda*|y| (seed 003_62f5fe925a407d7a.txt, section 3.3).
+`build_reward(cfg.reward, policy, policy_tokenizer, device)` builds every configured source through its
+factory (`Source.from_config(cfg, policy=..., policy_tokenizer=..., device=...)`) and returns one
+`CombinedReward`. The length penalty is RLHFlow's r - lambda*|y| (seed 003_62f5fe925a407d7a.txt, section 3.3).
+
+Device: `device` (a `torch.device`, a setting such as the run's `cfg.device`, or None = CPU) is resolved
+once and handed to every source whose `from_config` takes a `device` argument; sources that load a model
+(classifier, pairwise, teacher judge) put it and their inputs there, in their `options.dtype` (default auto:
+bfloat16 on CUDA, float32 on the CPU). Third-party factories without a `device` parameter are called as before.
 
 Failure protocol (docs/rewards.md): an item that any source with a non-zero weight failed to score is failed
 in the combined result (score NaN, `failed=True`); it is excluded from aggregates and pairs downstream and
@@ -37,6 +42,12 @@ def check_options(source: str, options: dict[str, Any], allowed: set[str]) -> No
         )
 
 
+def source_trust_remote_code(cfg: RewardSourceConfig) -> bool:
+    """Whether a source may run its model's own code: the source's `trust_remote_code` field (read with
+    getattr so configs from before the field existed still work) or the older `options.trust_remote_code`."""
+    return bool(getattr(cfg, "trust_remote_code", False)) or bool(cfg.options.get("trust_remote_code", False))
+
+
 def check_single_sample(source: str, cfg: RewardSourceConfig) -> None:
     """`samples` is a judge setting; a deterministic source must not silently ignore it."""
     if cfg.samples != 1:
@@ -67,14 +78,30 @@ class FunctionReward:
         return out
 
 
-def build_source(cfg: RewardSourceConfig, policy: Any = None, policy_tokenizer: Any = None) -> RewardSource:
-    """One configured source: `from_config` when the registered class has it, else its constructor."""
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether `fn` accepts keyword `name` (explicitly or through **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def build_source(
+    cfg: RewardSourceConfig, policy: Any = None, policy_tokenizer: Any = None, device: Any = None
+) -> RewardSource:
+    """One configured source: `from_config` when the registered class has it, else its constructor.
+
+    `device` (None = CPU) reaches `from_config` when it takes a `device` argument (every built-in does)."""
     obj = REWARDS.get(cfg.name)
     if hasattr(obj, "from_config"):
-        return obj.from_config(cfg, policy=policy, policy_tokenizer=policy_tokenizer)
+        kwargs: dict[str, Any] = {"policy": policy, "policy_tokenizer": policy_tokenizer}
+        if _takes(obj.from_config, "device"):
+            kwargs["device"] = device
+        return obj.from_config(cfg, **kwargs)
     if inspect.isclass(obj):
         params = inspect.signature(obj).parameters
-        kwargs: dict[str, Any] = {}
+        kwargs = {}
         if "mode" in params and cfg.mode is not None:
             kwargs["mode"] = cfg.mode
         for k, v in cfg.options.items():
@@ -169,19 +196,27 @@ class CombinedReward:
         return out
 
 
-def build_reward(cfg: RewardConfig, policy: Any = None, policy_tokenizer: Any = None) -> CombinedReward:
+def build_reward(
+    cfg: RewardConfig, policy: Any = None, policy_tokenizer: Any = None, device: Any = None
+) -> CombinedReward:
     """The run's reward: every source in `cfg.sources`, weighted, minus `cfg.length_penalty * |y|`.
 
     `policy` (a Generator) is used by self-reward judges (`judge` with model "policy" or unset);
-    `policy_tokenizer` measures token lengths when `length_unit` (or a `length` source's mode) is "tokens".
+    `policy_tokenizer` measures token lengths when `length_unit` (or a `length` source's mode) is "tokens";
+    `device` (the run's `cfg.device` setting, a `torch.device`, or None = CPU) is where model-based sources
+    load their models.
     """
+    if device is not None:
+        from evarl.models.loading import torch_device
+
+        device = torch_device(device)  # resolve "auto"/"cuda:N" once; a bad setting fails before any load
     built: list[tuple[str, float, RewardSource]] = []
     seen: dict[str, int] = {}
     for i, s in enumerate(cfg.sources):
         seen[s.name] = seen.get(s.name, 0) + 1
         label = s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}"
         try:
-            src = build_source(s, policy=policy, policy_tokenizer=policy_tokenizer)
+            src = build_source(s, policy=policy, policy_tokenizer=policy_tokenizer, device=device)
         except RewardBuildError as e:
             raise RewardBuildError(f"reward.sources[{i}] ({s.name}): {e}") from e
         built.append((label, float(s.weight), src))

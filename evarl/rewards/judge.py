@@ -13,6 +13,10 @@ Deviations / choices:
   "score" statement wins (the prompt asks to conclude with it). A fraction with another denominator is
   rescaled (8/10 -> 4). A value outside [0, max_score] is a parse failure, never clamped, and a bare number is
   never taken. An item with fewer than `min_valid` parsed samples is failed (excluded downstream), never 0.
+- A teacher model directory is loaded onto the run's device (`build_reward(..., device=...)`; None = CPU) in
+  `options.dtype` (float32 | bfloat16 | float16 | auto, default auto = bfloat16 on CUDA, float32 on the CPU);
+  its remote code runs only with the source's `trust_remote_code: true`. A self-reward judge uses the policy
+  generator where it already is.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 from evarl.config import RewardSourceConfig
 from evarl.generation.base import Generator, SamplingParams
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options
+from evarl.rewards.combine import RewardBuildError, check_options, source_trust_remote_code
 from evarl.types import Prompt, RewardResult
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "judge"
@@ -145,7 +149,12 @@ class JudgeReward:
 
     @classmethod
     def from_config(
-        cls, cfg: RewardSourceConfig, *, policy: Generator | None = None, policy_tokenizer: Any = None
+        cls,
+        cfg: RewardSourceConfig,
+        *,
+        policy: Generator | None = None,
+        policy_tokenizer: Any = None,
+        device: Any = None,
     ) -> JudgeReward:
         o = cfg.options
         check_options(
@@ -153,14 +162,14 @@ class JudgeReward:
             o,
             {"endpoint", "endpoint_model", "api_key_env", "concurrency", "timeout_s", "max_retries",
              "template", "temperature", "top_p", "max_new_tokens", "max_score", "min_valid", "seed",
-             "dtype", "batch_size"},
+             "dtype", "batch_size", "trust_remote_code"},
         )  # fmt: skip
         endpoint_only = {"endpoint_model", "api_key_env", "concurrency", "timeout_s", "max_retries"} & set(o)
         if endpoint_only and not o.get("endpoint"):
             raise RewardBuildError(
                 f"judge: option(s) {', '.join(sorted(endpoint_only))} need options.endpoint"
             )
-        local_only = {"dtype", "batch_size"} & set(o)
+        local_only = {"dtype", "batch_size", "trust_remote_code"} & set(o)
         if local_only and (o.get("endpoint") or cfg.model in (None, "policy")):
             raise RewardBuildError(
                 f"judge: option(s) {', '.join(sorted(local_only))} apply to a teacher model directory only"
@@ -189,12 +198,18 @@ class JudgeReward:
             gen, role = policy, "self"
         else:
             from evarl.generation.hf import HFGenerator
-            from evarl.models.loading import resolve_model_path
+            from evarl.models.loading import resolve_dtype, resolve_model_path
 
+            try:
+                dtype = resolve_dtype(str(o.get("dtype", "auto")), device)
+            except ValueError as e:
+                raise RewardBuildError(f"judge: options.{e}") from e
             gen = HFGenerator.from_path(
                 resolve_model_path(cfg.model),
-                dtype=str(o.get("dtype", "float32")),
+                dtype=dtype,
                 batch_size=int(o.get("batch_size", 16)),
+                trust_remote_code=source_trust_remote_code(cfg),
+                device=device,
             )
             role = "teacher"
         template = load_template(

@@ -50,7 +50,12 @@ class LengthReward:
 
     @classmethod
     def from_config(
-        cls, cfg: RewardSourceConfig, *, policy: Any = None, policy_tokenizer: Any = None
+        cls,
+        cfg: RewardSourceConfig,
+        *,
+        policy: Any = None,
+        policy_tokenizer: Any = None,
+        device: Any = None,  # unused: no model; accepted like every built-in factory
     ) -> LengthReward:
         check_options("length", cfg.options, {"tokenizer"})
         check_single_sample("length", cfg)

@@ -15,6 +15,11 @@ they sit in the batch, are one group) and each response scores its mean win prob
 responses of its group; a response with no sibling in the batch cannot be compared and is failed. Inputs
 longer than `max_length` have both responses cut to fit (flagged `truncated`); a context that alone does not
 fit fails its items.
+
+Device and dtype: the preference model is loaded onto the run's device (`build_reward(..., device=...)`;
+None = CPU) and each batch is moved to it. `options.dtype` is float32 | bfloat16 | float16 | auto, default
+auto = bfloat16 on a CUDA device, float32 on the CPU; the two label logits are compared in float32. Remote
+code runs only with the source's `trust_remote_code: true` (or the older `options.trust_remote_code`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ import numpy as np
 
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options, check_single_sample
+from evarl.rewards.combine import (
+    RewardBuildError,
+    check_options,
+    check_single_sample,
+    source_trust_remote_code,
+)
 from evarl.rewards.judge import conversation_text, fill, load_template
 from evarl.types import Prompt, RewardResult
 
@@ -88,8 +98,9 @@ class PairwiseReward:
         cls,
         path: str | Path,
         template: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         trust_remote_code: bool = False,
+        device: Any = None,
         **kwargs: Any,
     ) -> PairwiseReward:
         from evarl.models.loading import load_causal_lm, load_tokenizer
@@ -100,13 +111,23 @@ class PairwiseReward:
             meta = json.loads((p / META_FILE).read_text())
             template = template or meta.get("template")
             labels = tuple(meta.get("labels", labels))  # type: ignore[assignment]
-        model = load_causal_lm(str(path), dtype, trust_remote_code)
+        try:
+            model = load_causal_lm(str(path), dtype, trust_remote_code, device=device)
+        except ValueError as e:
+            if "dtype must be" in str(e):
+                raise RewardBuildError(f"pairwise: options.{e}") from e
+            raise
         model.eval()
         return cls(model, load_tokenizer(str(path), trust_remote_code), template, labels, **kwargs)
 
     @classmethod
     def from_config(
-        cls, cfg: RewardSourceConfig, *, policy: Any = None, policy_tokenizer: Any = None
+        cls,
+        cfg: RewardSourceConfig,
+        *,
+        policy: Any = None,
+        policy_tokenizer: Any = None,
+        device: Any = None,
     ) -> PairwiseReward:
         o = cfg.options
         check_options("pairwise", o, {"template", "batch_size", "max_length", "dtype", "trust_remote_code"})
@@ -119,13 +140,20 @@ class PairwiseReward:
         return cls.from_path(
             resolve_model_path(cfg.model),
             template=template,
-            dtype=str(o.get("dtype", "float32")),
-            trust_remote_code=bool(o.get("trust_remote_code", False)),
+            dtype=str(o.get("dtype", "auto")),
+            trust_remote_code=source_trust_remote_code(cfg),
+            device=device,
             batch_size=int(o.get("batch_size", 8)),
             max_length=int(o.get("max_length", 2048)),
         )
 
     # ------------------------------------------------------------------ core
+
+    def fit_pair(self, context: str, a: str, b: str) -> tuple[list[int] | None, bool]:
+        """Token ids of "[CONTEXT] context [RESPONSE A] a [RESPONSE B] b" rendered as at scoring time, cut to
+        ``max_length`` (both responses shortened evenly); None when even the context cannot fit. Also used by
+        the pairwise trainer, so a trained model sees exactly what it will score."""
+        return self._fit(context, a, b)
 
     def _fit(self, context: str, a: str, b: str) -> tuple[list[int] | None, bool]:
         """Token ids of the rendered pair, cutting both responses if needed; None if the context cannot fit."""
@@ -149,6 +177,9 @@ class PairwiseReward:
         """p_A: probability that the response shown as A wins, one order only; NaN where it cannot fit."""
         import torch
 
+        from evarl.models.loading import device_of
+
+        device = device_of(self.model)
         n = len(contexts)
         fitted = [self._fit(c, x, y) for c, x, y in zip(contexts, a, b)]
         truncated = np.array([t for _, t in fitted], dtype=bool)
@@ -170,7 +201,8 @@ class PairwiseReward:
                     for row, s in enumerate(seqs):  # left padding: the label position is the last column
                         input_ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)  # type: ignore[arg-type]
                         mask[row, width - len(s) :] = 1
-                    logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, -1, :].float()
+                    out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+                    logits = out.logits[:, -1, :].float()
                     two = torch.stack([logits[:, ia], logits[:, ib]], dim=-1)
                     p = torch.softmax(two, dim=-1)[:, 0]
                     for row, v in zip(idx, p.tolist()):
