@@ -762,6 +762,7 @@ def fit(
         "examples": len(lengths),
         "global_batch": engine.global_batch,
         "processes": nproc,
+        "strategy": str(engine.accelerator.distributed_type.value),
         "final_loss": last.get("loss"),
         "mean_loss": mean("loss"),
         "seconds": round(elapsed_before + time.time() - t0, 3),
