@@ -56,6 +56,27 @@ class GenerationConfig:
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
     timeout_s: float = 120.0
+    # vLLM engine (backend vllm): tensor parallel degree, share of GPU memory, context length (None = the model's),
+    # automatic prefix caching (the n samples of a prompt and shared system prompts prefill once), engine seed
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    vllm_seed: int = 0
+    # online loop: after each weight sync, mean |log p_sampler - log p_trainer| per token on a few sequences;
+    # warn above this (the stale-weights bug of online RLHF stacks)
+    logp_gap_warn: float = 0.1
+
+
+@dataclass
+class ClusterConfig:
+    """Spreading generation, scoring and evaluation past one process (Ray actors over prompt chunks)."""
+
+    # false = no Ray; true = start / join a local Ray cluster; or an address ("auto", "ray://host:10001")
+    ray: str | bool = False
+    actors: int = 2  # model replicas (Ray actors); chunks go round-robin to them
+    actor_cpus: float = 1.0
+    actor_gpus: float = 0.0
 
 
 @dataclass
@@ -213,6 +234,7 @@ class RunConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -234,6 +256,8 @@ def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if bool in inner and (isinstance(value, bool) or str(value).lower() in ("true", "false")):
+            return _coerce(value, bool, path, errors)  # `str | bool` fields: a flag or a name
         return _coerce(value, inner[0], path, errors)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -616,6 +640,21 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     pos("generation.max_new_tokens", g.max_new_tokens)
     pos("generation.batch_size", g.batch_size)
     pos("generation.chunk_prompts", g.chunk_prompts)
+    pos("generation.tensor_parallel_size", g.tensor_parallel_size)
+    if not 0 < g.gpu_memory_utilization <= 1:
+        e.append(f"generation.gpu_memory_utilization: must be in (0, 1], got {g.gpu_memory_utilization}")
+    if g.max_model_len is not None:
+        pos("generation.max_model_len", g.max_model_len)
+    pos("generation.logp_gap_warn", g.logp_gap_warn, strict=False)
+    cl = cfg.cluster
+    if cl.ray is not False:
+        pos("cluster.actors", cl.actors)
+        pos("cluster.actor_cpus", cl.actor_cpus, strict=False)
+        pos("cluster.actor_gpus", cl.actor_gpus, strict=False)
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            e.append("cluster.ray: Ray is not installed (pip install 'evarl[ray]')")
     from evarl.dist import device_problem, launched_size
 
     problem = device_problem(cfg.device)
