@@ -72,3 +72,28 @@ def test_changed_config_on_existing_run_is_refused(tmp_path: Path, tiny_model_di
     )
     assert rc == 2 and "different config" in err
     assert (tmp_path / "r" / "manifest.json").read_text() == before
+
+
+def test_scale_settings_are_checked_before_any_model_loads(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`device: cuda` without CUDA, a process count that cannot split the global batch, remote code not allowed:
+    one clear message each, exit 2, nothing created."""
+    base = ["run", f"output_dir={tmp_path}", "name=r"]
+    rc, err = _run([*base, "device=cuda"], capsys)
+    assert rc == 2 and "device: 'cuda' was asked for but this machine has no CUDA device" in err
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 sets it
+    rc, err = _run([*base, "solver.batch_size=2", "solver.global_batch_size=8"], capsys)
+    assert (
+        rc == 2
+        and "solver.global_batch_size: 8 pairs per step cannot be split" in err
+        and "x 3 processes" in err
+    )
+    monkeypatch.delenv("WORLD_SIZE")
+    rm = tmp_path / "armo"
+    rm.mkdir()
+    (rm / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {
+        "AutoModelForSequenceClassification": "modeling_custom.LlamaForRewardModelWithGating"}}))  # fmt: skip
+    rc, err = _run([*base, "reward.sources=[{name: classifier, model: " + str(rm) + "}]"], capsys)
+    assert rc == 2 and "reward.sources[0].trust_remote_code: true" in err
+    assert not (tmp_path / "r").exists()

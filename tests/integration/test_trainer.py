@@ -307,6 +307,28 @@ def test_killed_run_resumes_bitwise_identical(
     assert not (tmp_path / "killed" / "state").exists()
 
 
+def test_resume_at_another_global_batch_is_refused_and_the_same_one_continues(
+    tiny_model_dir: Path, ref_rows: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint made at global batch 2 (1 x 2 accumulation) is not continued at global batch 1; the same
+    global batch written another way (solver.global_batch_size=2) continues it."""
+    from evarl.engine import ResumeError
+
+    args = (str(tiny_model_dir), make_pairs(), ref_rows)
+    monkeypatch.setenv(FAIL_ENV, "2")
+    with pytest.raises(SimulatedKill):
+        train_preference(*args, small_cfg(batch_size=1, grad_accum=2, save_every=1), tmp_path, seed=3,
+                         progress=False)  # fmt: skip
+    monkeypatch.delenv(FAIL_ENV)
+    with pytest.raises(ResumeError, match="global batch of 2 .* would resume at 1"):
+        train_preference(*args, small_cfg(batch_size=1, grad_accum=1, save_every=1), tmp_path, seed=3,
+                         progress=False)  # fmt: skip
+    assert (tmp_path / "state" / "latest").exists()  # nothing lost
+    done = train_preference(*args, small_cfg(batch_size=1, global_batch_size=2, save_every=1), tmp_path, seed=3,
+                            progress=False)  # fmt: skip
+    assert done["resumed_from_step"] == 2 and done["global_batch"] == 2
+
+
 def test_different_seed_gives_different_weights(
     tiny_model_dir: Path, ref_rows: list[dict], tmp_path: Path
 ) -> None:
