@@ -44,6 +44,9 @@ def add_subcommands(subparsers: Any) -> None:
     m = e.add_argument_group("model under evaluation")
     m.add_argument("--model", default="embedded", help='model directory, hub id on disk, or "embedded"')
     m.add_argument("--backend", choices=["hf", "openai"], default="hf")
+    m.add_argument(
+        "--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
+    )
     m.add_argument("--endpoint", help="OpenAI-compatible base URL (…/v1) for --backend openai")
     m.add_argument("--endpoint-model", help="model name sent to the endpoint (default: --model)")
     m.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
@@ -91,6 +94,7 @@ def _generator(
     api_key_env: str,
     batch_size: int,
     for_judge: bool = False,
+    device: str = "auto",
 ) -> Generator:
     if backend == "openai" or endpoint:
         if not endpoint:
@@ -104,10 +108,13 @@ def _generator(
             )
         # a judge's endpoint error becomes an unparsable verdict (counted as a failure), not a crash
         return OpenAIGenerator(endpoint, name, api_key_env=api_key_env, raise_on_error=not for_judge)
+    from evarl.dist import resolve_device
     from evarl.generation.hf import HFGenerator
     from evarl.models.loading import resolve_model_path
 
-    return HFGenerator.from_path(resolve_model_path(model or "embedded"), batch_size=batch_size)
+    return HFGenerator.from_path(
+        resolve_model_path(model or "embedded"), batch_size=batch_size, device=resolve_device(device)
+    )
 
 
 def _judge(ns: argparse.Namespace) -> Generator | None:
@@ -116,11 +123,11 @@ def _judge(ns: argparse.Namespace) -> Generator | None:
             ns.judge_model, "openai", ns.judge_endpoint, ns.judge_model, ns.api_key_env, 8, True
         )
     if ns.judge:
-        return _generator(ns.judge, "hf", None, None, ns.api_key_env, ns.batch_size, True)
+        return _generator(ns.judge, "hf", None, None, ns.api_key_env, ns.batch_size, True, ns.device)
     return None
 
 
-def _reward(names: str, reward_model: str | None, policy: Generator | None) -> Any:
+def _reward(names: str, reward_model: str | None, policy: Generator | None, device: str = "auto") -> Any:
     from evarl.config import RewardConfig, RewardSourceConfig
 
     sources = [RewardSourceConfig(name=n.strip(), model=reward_model) for n in names.split(",") if n.strip()]
@@ -135,7 +142,9 @@ def _reward(names: str, reward_model: str | None, policy: Generator | None) -> A
 
         return VerifierReward()
     try:
-        return build_reward(RewardConfig(sources=sources), policy=policy)
+        from evarl.dist import resolve_device
+
+        return build_reward(RewardConfig(sources=sources), policy=policy, device=resolve_device(device))
     except (ValueError, KeyError) as e:
         raise ConfigError([f"--reward: {e}"]) from e
 
@@ -187,8 +196,10 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 def _eval_heldout(ns: argparse.Namespace, prompts: list, out: Path) -> dict[str, Any]:
     from evarl.eval.heldout import evaluate_heldout
 
-    gen = _generator(ns.model, ns.backend, ns.endpoint, ns.endpoint_model, ns.api_key_env, ns.batch_size)
-    reward = _reward(ns.reward or "verifier", ns.reward_model, gen)
+    gen = _generator(
+        ns.model, ns.backend, ns.endpoint, ns.endpoint_model, ns.api_key_env, ns.batch_size, device=ns.device
+    )
+    reward = _reward(ns.reward or "verifier", ns.reward_model, gen, ns.device)
     return evaluate_heldout(gen, prompts, reward, _params(ns), out)
 
 
@@ -212,7 +223,15 @@ def _eval_pairwise(ns: argparse.Namespace, prompts: list, out: Path) -> dict[str
             or Path(ns.outputs).stem
         )
     else:
-        gen = _generator(ns.model, ns.backend, ns.endpoint, ns.endpoint_model, ns.api_key_env, ns.batch_size)
+        gen = _generator(
+            ns.model,
+            ns.backend,
+            ns.endpoint,
+            ns.endpoint_model,
+            ns.api_key_env,
+            ns.batch_size,
+            device=ns.device,
+        )
         outputs = [o[0].text for o in gen.generate([p.messages for p in prompts], _params(ns))]
         gen_name = _model_name(ns)
     write_json(
@@ -224,7 +243,7 @@ def _eval_pairwise(ns: argparse.Namespace, prompts: list, out: Path) -> dict[str
     )
     result: dict[str, Any] = {"format": ns.fmt, "n": len(prompts), "generator": gen_name}
     if ns.reward:
-        reward = _reward(ns.reward, ns.reward_model, gen)
+        reward = _reward(ns.reward, ns.reward_model, gen, ns.device)
         res = reward.score(prompts, outputs)
         rewards = [None if r.failed else r.score for r in res]
         ok = [k for k, r in enumerate(res) if not r.failed]
@@ -286,7 +305,9 @@ def _eval_mtbench(ns: argparse.Namespace, out: Path) -> dict[str, Any]:
     questions = read_mtbench(ns.prompts)
     if ns.limit is not None:
         questions = questions[: ns.limit]
-    gen = _generator(ns.model, ns.backend, ns.endpoint, ns.endpoint_model, ns.api_key_env, ns.batch_size)
+    gen = _generator(
+        ns.model, ns.backend, ns.endpoint, ns.endpoint_model, ns.api_key_env, ns.batch_size, device=ns.device
+    )
     answers = answer_mtbench(gen, questions, _params(ns))
     write_jsonl(
         out / "model_answers.jsonl",
