@@ -89,9 +89,22 @@ class Models:
         return self._creator
 
     def release(self) -> None:
-        """Free the policy generator's weights (before training)."""
+        """Free every generator's weights before training (the policy's and a separate creator model's; an
+        endpoint creator holds none) and return the memory to the device; they are rebuilt lazily after."""
+        import gc
+
         self._gen = None
         self._path = None
+        if self.cfg.creator.model not in ("policy", "endpoint"):
+            self._creator = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
 
 
 def make_generator(cfg: RunConfig, model_path: str, device: Any = None) -> Generator:
