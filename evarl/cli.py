@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from evarl.data_io import DataError
+    from evarl.errors import ResumeError, WorkerLost
     from evarl.rewards.combine import RewardBuildError
     from evarl.runs import RunExistsError
 
@@ -113,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     fn = getattr(ns, "fn", None) or ns.func
     try:
         return int(fn(ns) or 0)
-    except (ConfigError, DataError, RunExistsError, FileNotFoundError, RewardBuildError) as e:
+    except (
+        ConfigError,
+        DataError,
+        RunExistsError,
+        FileNotFoundError,
+        RewardBuildError,
+        ResumeError,
+        WorkerLost,
+    ) as e:
         print(f"evarl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -655,6 +655,16 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
 
         if importlib.util.find_spec("ray") is None:
             e.append("cluster.ray: Ray is not installed (pip install 'evarl[ray]')")
+        from evarl.dist import ray_problem
+
+        problem = ray_problem(cl.ray)
+        if problem:
+            e.append(problem)
+        if cfg.algorithm == "online":
+            e.append(
+                "cluster.ray: the online loop generates with the policy it is training, in its own process(es); "
+                "use torchrun / accelerate launch for online runs"
+            )
     from evarl.dist import device_problem, launched_size
 
     problem = device_problem(cfg.device)

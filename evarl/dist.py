@@ -65,6 +65,19 @@ def launched_size() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
+def ray_problem(ray: str | bool) -> str | None:
+    """Why Ray actors (``cluster.ray``) cannot be used by this process: both they and a multi-process launch
+    spread the same prompt chunks, so a run uses one or the other."""
+    n = launched_size()
+    if ray is False or n <= 1:
+        return None
+    return (
+        f"cluster.ray: this run was launched as {n} torch processes (WORLD_SIZE={n}) and asked for Ray "
+        "actors too; both spread the same prompt chunks, use one or the other (one `evarl run` process "
+        "with cluster.ray, or torchrun without it)"
+    )
+
+
 def init() -> World:
     """Join the process group when launched as several processes (gloo on CPU, NCCL on CUDA); idempotent."""
     if launched_size() > 1 and not _initialized():
@@ -183,7 +196,7 @@ def in_shard() -> bool:
 
 
 @contextlib.contextmanager
-def _shard_scope() -> Iterator[None]:
+def shard_scope() -> Iterator[None]:
     _local.depth = getattr(_local, "depth", 0) + 1
     try:
         yield
@@ -212,7 +225,7 @@ def map_chunks(
         mine = wave[w.rank] if w.rank < len(wave) else None
         local = None
         if mine is not None:
-            with _shard_scope():
+            with shard_scope():
                 local = fn(mine)
         gathered = all_gather_object((mine, local))
         for c, res in sorted((x for x in gathered if x[0] is not None), key=lambda x: x[0]):

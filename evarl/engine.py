@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from evarl.errors import ResumeError
+
 SUMMARY_FILE = "evarl_train_summary.json"
 FAIL_ENV = "EVARL_SOLVER_FAIL_AFTER_STEP"
 LENGTH_GROUP_WINDOW = 16  # x batch_size items sorted by length together
@@ -58,10 +60,6 @@ _TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 class SimulatedKill(RuntimeError):
     """Raised by the EVARL_SOLVER_FAIL_AFTER_STEP testing hook."""
-
-
-class ResumeError(RuntimeError):
-    """A saved training state that cannot be continued as asked (e.g. a different global batch)."""
 
 
 @dataclass

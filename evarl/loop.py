@@ -35,7 +35,7 @@ from evarl.data_io import (
     write_json,
     write_jsonl,
 )
-from evarl.generation.base import Generator, GenOutput, SamplingParams
+from evarl.generation.base import Generator, GenOutput, Releasable, SamplingParams
 from evarl.runs import Run
 from evarl.types import Completion, Pair, Prompt, Scored
 
@@ -62,11 +62,27 @@ class Models:
         self._path: str | None = None
         self._gen: Generator | None = None
         self._creator: Generator | None = None
+        self.pool: Any = None  # Ray actors holding the policy (cluster.ray); None = this process
+        if cfg.cluster.ray is not False:
+            from evarl.cluster import RayPool
+
+            self.pool = RayPool(cfg)
 
     def policy(self, path: str) -> Generator:
+        if self.pool is not None:
+            from evarl.cluster import RayGenerator
+
+            if self._path != path:
+                self.pool.load(path)
+                self._gen, self._path = RayGenerator(self.pool, path), path
+            assert self._gen is not None
+            return self._gen
         if self._path != path:
-            self._gen = None
-            self._gen = make_generator(self.cfg, path, self.device)
+            if isinstance(self._gen, Releasable):  # a sleeping vLLM engine: wake it with the new weights
+                self._gen.wake(path)
+            else:
+                self._gen = None
+                self._gen = make_generator(self.cfg, path, self.device)
             self._path = path
         assert self._gen is not None
         return self._gen
@@ -93,10 +109,15 @@ class Models:
         endpoint creator holds none) and return the memory to the device; they are rebuilt lazily after."""
         import gc
 
-        self._gen = None
+        if isinstance(self._gen, Releasable):  # vLLM: sleep (weights and KV cache off the GPU), woken later
+            self._gen.release()
+        else:
+            self._gen = None
         self._path = None
         if self.cfg.creator.model not in ("policy", "endpoint"):
             self._creator = None
+        if self.pool is not None:
+            self.pool.release()
         gc.collect()
         try:
             import torch
@@ -105,6 +126,11 @@ class Models:
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
 
 def make_generator(cfg: RunConfig, model_path: str, device: Any = None) -> Generator:
@@ -163,15 +189,19 @@ def generate_stage(
     }
     inner = getattr(gen, "inner", gen)  # the chunking is done here, not by a sharded wrapper
 
-    def one(c: int) -> list[list[Completion]]:
-        ps = SamplingParams(
+    def chunk_params(c: int) -> SamplingParams:
+        return SamplingParams(
             params.n, params.temperature, params.top_p, params.max_new_tokens, params.seed * 10_007 + c
         )
-        outs: list[list[GenOutput]] = inner.generate([p.messages for p in chunks[c]], ps)
+
+    def rows(c: int, outs: list[list[GenOutput]]) -> list[list[Completion]]:
         return [
             [Completion(p.id, j, o.text, o.num_tokens, o.finish_reason) for j, o in enumerate(row)]
             for p, row in zip(chunks[c], outs)
         ]
+
+    def one(c: int) -> list[list[Completion]]:
+        return rows(c, inner.generate([p.messages for p in chunks[c]], chunk_params(c)))
 
     bar = None
     if is_main():
@@ -188,7 +218,23 @@ def generate_stage(
             bar.update(1)
 
     try:
-        results = map_chunks(len(chunks), one, have=done, commit=commit)
+        # Ray actors: chunks go out as the actors free up, each committed as it finishes
+        if hasattr(gen, "generate_chunks"):
+            new: dict[int, list[list[Completion]]] = {}
+
+            def on_done(c: int, outs: list[list[GenOutput]]) -> None:
+                new[c] = rows(c, outs)
+                commit(c, new[c])
+
+            gen.generate_chunks(
+                [[p.messages for p in ch] for ch in chunks],
+                [chunk_params(c) for c in range(len(chunks))],
+                on_done=on_done,
+                have=dict(done),
+            )
+            results = [done[c] if c in done else new[c] for c in range(len(chunks))]
+        else:
+            results = map_chunks(len(chunks), one, have=done, commit=commit)
     finally:
         if log is not None:
             log.close()
@@ -213,11 +259,14 @@ def score_stage(
 ) -> dict[str, Any]:
     """Score every generation; chunks of ``chunk_prompts`` prompts (all n siblings together) are spread over
     the processes (a judge or pairwise model sees a prompt's siblings in one call)."""
+    from evarl.cluster import RayReward
     from evarl.rewards.sharded import ShardedReward
 
     by_id = {p.id: p for p in prompts}
     comps = read_records(gens_path, Completion)
-    sharded = reward if isinstance(reward, ShardedReward) else ShardedReward(reward, chunk_prompts)
+    sharded = (
+        reward if isinstance(reward, ShardedReward | RayReward) else ShardedReward(reward, chunk_prompts)
+    )
     results = sharded.score([by_id[c.prompt_id] for c in comps], [c.text for c in comps])
     scored: list[Scored] = []
     for c, r in zip(comps, results):
@@ -343,6 +392,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     rewards: dict[str, Any] = {}  # built once per policy (a classifier RM is not reloaded every stage)
 
     def reward_for(policy_path: str) -> Any:
+        if policy_path not in rewards and models.pool is not None:  # built in the actors, next to the policy
+            from evarl.cluster import RayReward
+
+            models.policy(policy_path)
+            rewards.clear()
+            rewards[policy_path] = RayReward(models.pool, policy_path)
         if policy_path not in rewards:
             self_judge = any(
                 s.name in ("judge", "pairwise") and s.model in (None, "policy") for s in cfg.reward.sources
@@ -560,7 +615,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             def _ref() -> dict[str, Any]:
                 from evarl.dist import map_sharded
 
-                if g.backend == "hf" and (g.dtype or cfg.model.dtype) == solver_cfg.param_dtype:
+                if (
+                    g.backend == "hf"
+                    and (g.dtype or cfg.model.dtype) == solver_cfg.param_dtype
+                    and models.pool is None  # under Ray the policy's weights live in the actors
+                ):
                     # the generator already holds the reference weights, in the dtype the trainer uses
                     gen = models.policy(ref_path)
                     model, tok = gen.model, gen.tokenizer
@@ -625,6 +684,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         )
         prev_prompts_path = rd / "train_prompts.jsonl"
 
+    models.close()
     summary = summarize(r, cfg, time.time() - t_start)
     write_json(r.dir / "summary.json", summary)
     if is_main():

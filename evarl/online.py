@@ -165,10 +165,21 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 ["online: the online loop generates with the policy it trains and needs whole weights on every "
                  "process; launch it with DDP (configs/accelerate/ddp.yaml) or ZeRO-2, not FSDP / ZeRO-3"]
             )  # fmt: skip
+        vgen = None
+        if g.backend == "vllm":  # a separate sampler: built before the trainer takes accelerator memory
+            if sc.lora.enabled:
+                raise ConfigError(
+                    ["solver.lora: online training with generation.backend=vllm syncs full weights after each "
+                     "update; LoRA adapters are not pushed to the engine (use backend hf, or no LoRA)"]
+                )  # fmt: skip
+            from evarl.generation.vllm_backend import VLLMGenerator
+
+            vgen = VLLMGenerator.from_config(cfg, base_path)
         policy = build_policy(base_path, sc, cfg.model.trust_remote_code)
-        policy.config.use_cache = True  # the same model generates
+        policy.config.use_cache = True  # with the hf backend the same model generates
         model = engine.prepare(policy, o.steps)
-        gen = ShardedGenerator(HFGenerator(engine.unwrap(), tok, g.batch_size), g.chunk_prompts)
+        sampler = vgen if vgen is not None else HFGenerator(engine.unwrap(), tok, g.batch_size)
+        gen = ShardedGenerator(sampler, g.chunk_prompts)
         reward = reward_for(gen)
         ref = None
         if (o.solver == "rloo" and o.kl_coef > 0) or (
@@ -188,6 +199,8 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             buffer = GenerativeBuffer.from_rows(o.buffer_size, read_jsonl(Path(meta["dir"]) / "buffer.jsonl"))
             start, pointer = int(meta["step"]), int(meta["pointer"])
             _log(f"resuming at step {start + 1} from {meta['dir']}")
+            if vgen is not None:
+                vgen.sync_weights(engine.unwrap().named_parameters())
             _truncate_jsonl(out / "steps.jsonl", start)
             _truncate_jsonl(out / "evolved.jsonl", start, key="online_step")
         r.manifest["stages"].setdefault("online/train", {})["status"] = "running"
@@ -314,6 +327,8 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 engine.step()  # clip, update, schedule
                 metrics = {**engine.mean({k: v for k, v in metrics.items() if k != "pairs"}),
                            **({"pairs": metrics["pairs"]} if "pairs" in metrics else {})}  # fmt: skip
+                if vgen is not None:  # push the update to the sampler and check it took
+                    metrics["logp_gap"] = _sync_sampler(vgen, engine.unwrap(), tok, batch, outs, g)
             model.eval()
 
             # ---- creator: evolve the most informative prompts of this mini-batch into the buffer
@@ -408,6 +423,22 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             flush=True,
         )
     return summary
+
+
+def _sync_sampler(vgen: Any, model: Any, tok: Any, batch: list[Prompt], outs: list, g: Any) -> float:
+    """Sync the trainer's weights into the vLLM sampler, then compare the two models' per-token log-probs on a
+    few of this step's samples: the mean |delta log p| should be ~0 after a sync; above
+    ``generation.logp_gap_warn`` the sampler is generating with stale weights (the online-RLHF bug)."""
+    from evarl.generation.sync import check_after_sync
+
+    vgen.sync_weights(model.named_parameters())
+    prompt_ids = vgen.encode([p.messages for p in batch], g.max_new_tokens)
+    ps = [prompt_ids[i] for i, row in enumerate(outs) for _ in row]
+    rs = [list(x.token_ids or []) for row in outs for x in row]
+    gap, warning = check_after_sync(vgen, model, tok, ps, rs, g.logp_gap_warn, max_sequences=4)
+    if warning:
+        _log(warning)
+    return gap
 
 
 def _truncate_jsonl(path: Path, step: int, key: str = "step") -> None:

@@ -1,12 +1,20 @@
-"""Batched sampling with transformers `generate` (CPU-friendly default backend).
+"""transformers backends: `hf` (the default: a KV-cache decode loop, :mod:`evarl.generation.fast`) and
+`hf-static` (transformers `generate` on static batches, kept as the reference and for models without a KV-cache
+forward).
 
-The chat template is rendered here, once, with the model's own tokenizer. Each internal batch is seeded from
-(params.seed, batch index), so the same call always gives the same samples.
+The chat template is rendered here, once, with the model's own tokenizer.
+
+`hf`: prompts sorted by length into batches, each prompt prefilled once and its KV cache shared by its n samples,
+finished samples leave the batch; sample j of prompt i draws from its own generator seeded from
+(params.seed, i, j), so a sample does not depend on batch packing or on the other prompts of the call.
+`hf-static`: each internal batch is seeded from (params.seed, batch index), so the same call always gives the
+same samples.
 
 Device: the model stays where it was loaded (`from_path(..., device=...)`, see `evarl.models.loading`; None =
-CPU) and each batch's input tensors are moved to the model's device. Generation stops on the tokenizer's EOS,
-the model's generation-config EOS ids and the chat template's end-of-turn token
-(`evarl.solver.logprobs.end_of_turn_id`, e.g. Gemma's `<end_of_turn>`).
+CPU) and each batch's input tensors are moved to the model's device. dtype ``auto`` (generation only) is
+bfloat16 on a CUDA device with bf16 support or on a CPU with native bf16 (AVX512-BF16 / AMX), else float32
+(:func:`generation_dtype`). Generation stops on the tokenizer's EOS, the model's generation-config EOS ids and
+the chat template's end-of-turn token (`evarl.solver.logprobs.end_of_turn_id`, e.g. Gemma's `<end_of_turn>`).
 """
 
 from __future__ import annotations
@@ -25,11 +33,36 @@ def render_chat(tokenizer: Any, conversation: list[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in conversation) + "\n\n"
 
 
-@BACKENDS.register("hf")
-class HFGenerator:
-    """transformers generate(): batched, n samples per prompt, temperature/top-p/max-tokens, seeded."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
-    name = "hf"
+
+def generation_dtype(dtype: str, device: Any = None) -> str:
+    """A concrete dtype for sampling; ``auto`` = bfloat16 on a bf16-capable CUDA device or a CPU with native
+    bf16, else float32 (bf16 samples ~1.9x faster than float32 on an AVX512-BF16 CPU)."""
+    if dtype != "auto":
+        return dtype
+    from evarl.models.loading import resolve_dtype, torch_device
+
+    if torch_device(device).type == "cpu":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return resolve_dtype("auto", device)
+
+
+@BACKENDS.register("hf-static")
+class StaticHFGenerator:
+    """transformers generate() on static batches: n samples per prompt, temperature/top-p/max-tokens, seeded."""
+
+    name = "hf-static"
 
     def __init__(
         self, model: Any, tokenizer: Any, batch_size: int = 64, max_prompt_tokens: int = 1024
@@ -47,10 +80,10 @@ class HFGenerator:
         batch_size: int = 64,
         trust_remote_code: bool = False,
         device: Any = None,
-    ) -> HFGenerator:
+    ) -> Any:
         from evarl.models.loading import load_causal_lm, load_tokenizer
 
-        model = load_causal_lm(path, dtype, trust_remote_code, device=device)
+        model = load_causal_lm(path, generation_dtype(dtype, device), trust_remote_code, device=device)
         return cls(model, load_tokenizer(path, trust_remote_code), batch_size)
 
     def generate(
@@ -136,3 +169,60 @@ class HFGenerator:
         elif isinstance(eos, list):
             ids.update(int(e) for e in eos)
         return sorted(ids)
+
+
+@BACKENDS.register("hf")
+class HFGenerator(StaticHFGenerator):
+    """KV-cache decode loop: length-sorted batches, one prefill per prompt, finished rows leave, per-sample seeds."""
+
+    name = "hf"
+
+    def generate(
+        self, conversations: list[list[dict[str, str]]], params: SamplingParams
+    ) -> list[list[GenOutput]]:
+        import torch
+
+        from evarl.generation.fast import decode
+
+        if not _has_kv_forward(self.model):  # e.g. a scripted stand-in: only generate() is available
+            return super().generate(conversations, params)
+        tok = self.tokenizer
+        texts = [render_chat(tok, c) for c in conversations]
+        enc = tok(texts, truncation=True, max_length=self.max_prompt_tokens, add_special_tokens=False)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                gen = decode(
+                    self.model,
+                    [list(x) for x in enc["input_ids"]],
+                    params.n,
+                    params.temperature,
+                    params.top_p,
+                    params.max_new_tokens,
+                    params.seed,
+                    self._eos_ids(),
+                    int(pad if pad is not None else 0),
+                    self.batch_size,
+                )
+        finally:
+            if was_training:
+                self.model.train()
+        return [
+            [
+                GenOutput(
+                    tok.decode(ids, skip_special_tokens=True).strip(),
+                    len(ids),
+                    "stop" if stopped else "length",
+                )
+                for ids, stopped in row
+            ]
+            for row in gen
+        ]
+
+
+def _has_kv_forward(model: Any) -> bool:
+    """A transformers causal LM (or a wrapper passing its config through, e.g. PEFT) with a KV cache."""
+    cfg = getattr(model, "config", None)
+    return cfg is not None and not getattr(cfg, "is_encoder_decoder", False)
