@@ -370,13 +370,22 @@ class Engine:
 
     # ------------------------------------------------------------ one step
     def micro_batch(self, sync: bool) -> Any:
-        """Context for one micro-batch's forward and backward: gradients are all-reduced only on the last."""
+        """Context for one micro-batch's forward and backward: gradients are all-reduced only on the last.
+        accelerate's sync flag is set too: under DeepSpeed it marks the accumulation boundary at which the
+        DeepSpeed engine steps (a step may have fewer micro-batches than usual at an epoch's end)."""
+        self.accelerator.gradient_state._set_sync_gradients(sync)
         return nullcontext() if sync else self.accelerator.no_sync(self.model)
 
     def autocast(self) -> Any:
         return self.accelerator.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
+        """``loss`` is already weighted by its share of the optimizer step; DeepSpeed divides every micro-batch's
+        loss by its gradient_accumulation_steps, which is undone here so the step's gradient is the same."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            loss = loss * self.grad_accum
         self.accelerator.backward(loss)
 
     def step(self) -> dict[str, float]:
