@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from evarl.dist import chunk_seed, chunked, ray_problem
+from evarl.dist import chunk_seed, chunked, consecutive_groups, ray_problem
 from evarl.errors import WorkerLost
 from evarl.generation.base import GenOutput, SamplingParams
 from evarl.types import Prompt, RewardResult
@@ -122,16 +122,9 @@ class Replica:
         if not keep_reward or self._reward_uses_policy():
             self.reward = None
             self._reward_path = None
-        import gc
+        from evarl.dist import release_memory
 
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        release_memory()
 
     def ping(self) -> int:
         return os.getpid()
@@ -476,12 +469,7 @@ class RayReward:
     def score(self, prompts: list[Prompt], responses: list[str]) -> list[RewardResult]:
         if len(prompts) != len(responses):
             raise ValueError(f"score: {len(prompts)} prompts for {len(responses)} responses")
-        groups: list[list[int]] = []
-        for i, p in enumerate(prompts):
-            if groups and prompts[groups[-1][0]].id == p.id:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
+        groups = consecutive_groups([p.id for p in prompts])
         payloads = []
         for chunk in chunked(groups, self.chunk_prompts):
             idx = [i for g in chunk for i in g]

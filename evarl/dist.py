@@ -175,7 +175,29 @@ def resolve_device(setting: str = "auto") -> Any:
     return torch.device(setting)
 
 
+def release_memory() -> None:
+    """Give freed tensors' memory back (Python's garbage, then CUDA's cache) before another model needs it."""
+    import gc
+
+    gc.collect()
+    if cuda_available():
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 # ---------------------------------------------------------------- chunks
+
+
+def consecutive_groups(keys: Sequence[str]) -> list[list[int]]:
+    """Indices of runs of equal consecutive keys: a prompt's sibling responses, which always share a chunk."""
+    groups: list[list[int]] = []
+    for i, k in enumerate(keys):
+        if groups and keys[groups[-1][0]] == k:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:

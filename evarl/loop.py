@@ -107,8 +107,6 @@ class Models:
     def release(self) -> None:
         """Free every generator's weights before training (the policy's and a separate creator model's; an
         endpoint creator holds none) and return the memory to the device; they are rebuilt lazily after."""
-        import gc
-
         if isinstance(self._gen, Releasable):  # vLLM: sleep (weights and KV cache off the GPU), woken later
             self._gen.release()
         else:
@@ -118,14 +116,9 @@ class Models:
             self._creator = None
         if self.pool is not None:
             self.pool.release()
-        gc.collect()
-        try:
-            import torch
+        from evarl.dist import release_memory
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        release_memory()
 
     def close(self) -> None:
         if self.pool is not None:

@@ -126,7 +126,7 @@ def train_bt(
     """
     import torch.nn.functional as F
 
-    from evarl.engine import TrainSettings, content_hash, fit
+    from evarl.engine import content_hash, fit
     from evarl.models.loading import load_tokenizer, resolve_model_path
     from evarl.reward_training.models import ScalarRewardModel
 
@@ -139,18 +139,8 @@ def train_bt(
     tok = load_tokenizer(path, trust_remote_code)
     c_ids, r_ids, n_trunc = _pair_ids(tok, rows, max_length)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    settings = TrainSettings(
-        learning_rate=lr,
-        weight_decay=weight_decay,
-        scheduler="cosine",
-        warmup_ratio=warmup_ratio,
-        epochs=epochs,
-        batch_size=batch_size,
-        max_grad_norm=max_grad_norm,
-        mixed_precision=mixed_precision,
-        save_every=save_every,
-        skip_nonfinite=True,
-    )
+    settings = rm_settings(lr, weight_decay, warmup_ratio, epochs, batch_size, max_grad_norm, mixed_precision,
+                           save_every)  # fmt: skip
 
     def build() -> tuple[Any, list[dict[str, Any]]]:
         model = ScalarRewardModel.from_backbone(path, pooling, dtype, trust_remote_code)
@@ -212,6 +202,25 @@ def train_bt(
 
 
 SUMMARY_NAME = "train_metrics.json"
+
+
+def rm_settings(
+    lr: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    epochs: int,
+    batch_size: int,
+    max_grad_norm: float,
+    mixed_precision: str,
+    save_every: int,
+) -> Any:
+    """The engine settings of a reward-model trainer (RLHF Workflow §2.1: AdamW, cosine with warm-up); an update
+    with a non-finite gradient norm is skipped."""
+    from evarl.engine import TrainSettings
+
+    return TrainSettings(learning_rate=lr, weight_decay=weight_decay, scheduler="cosine", warmup_ratio=warmup_ratio,
+                         epochs=epochs, batch_size=batch_size, max_grad_norm=max_grad_norm,
+                         mixed_precision=mixed_precision, save_every=save_every, skip_nonfinite=True)  # fmt: skip
 
 
 def work_dir(out_dir: Path) -> Path:

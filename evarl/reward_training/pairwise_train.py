@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evarl.reward_training.bt import finish_metrics, save_with_metrics, work_dir
+from evarl.reward_training.bt import finish_metrics, rm_settings, save_with_metrics, work_dir
 from evarl.reward_training.data import PreferenceRow, load_preferences
 
 
@@ -75,7 +75,7 @@ def train_pairwise(
     import torch
     import torch.nn.functional as F
 
-    from evarl.engine import TrainSettings, content_hash, fit
+    from evarl.engine import content_hash, fit
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from evarl.rewards.judge import conversation_text, load_template
     from evarl.rewards.pairwise import DEFAULT_TEMPLATE, META_FILE, PLACEHOLDERS, PairwiseReward
@@ -143,18 +143,9 @@ def train_pairwise(
     work = work_dir(out_dir)
     summary = fit(
         kind="pairwise",
-        settings=TrainSettings(
-            learning_rate=lr,
-            weight_decay=weight_decay,
-            scheduler="cosine",
-            warmup_ratio=warmup_ratio,
-            epochs=epochs,
-            batch_size=batch_size,
-            max_grad_norm=max_grad_norm,
-            mixed_precision=mixed_precision,
-            save_every=save_every,
-            skip_nonfinite=True,
-        ),
+        settings=rm_settings(
+            lr, weight_decay, warmup_ratio, epochs, batch_size, max_grad_norm, mixed_precision, save_every
+        ),  # fmt: skip
         build_model=lambda: (load_causal_lm(path, dtype, trust_remote_code), None),
         lengths=[max(len(a), len(b)) for a, b in orders],
         batch_fn=batch_fn,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evarl.dist import map_sharded
+from evarl.dist import consecutive_groups, map_sharded
 from evarl.types import Prompt, RewardResult
 
 
@@ -28,12 +28,7 @@ class ShardedReward:
     def score(self, prompts: list[Prompt], responses: list[str]) -> list[RewardResult]:
         if len(prompts) != len(responses):
             raise ValueError(f"score: {len(prompts)} prompts for {len(responses)} responses")
-        groups: list[list[int]] = []
-        for i, p in enumerate(prompts):
-            if groups and prompts[groups[-1][0]].id == p.id:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
+        groups = consecutive_groups([p.id for p in prompts])
 
         def one(c: int, chunk: list[list[int]]) -> list[RewardResult]:
             idx = [i for g in chunk for i in g]
