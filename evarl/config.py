@@ -39,9 +39,10 @@ class ModelConfig:
 @dataclass
 class GenerationConfig:
     backend: str = "hf"  # see `evarl list`
-    # weights used for sampling (None = model.dtype). bfloat16 samples ~1.6x faster on CPUs with AMX/AVX512-BF16;
-    # training and reference log-probs keep their own dtype (solver.param_dtype).
-    dtype: str | None = None
+    # weights used for sampling (None = model.dtype). auto = bfloat16 on CUDA and on CPUs with AVX512-BF16 / AMX
+    # (~1.8-1.9x float32 there, benchmarks/generation_speed.py), else float32; training and reference log-probs keep
+    # their own dtype (solver.param_dtype).
+    dtype: str | None = "auto"
     n: int = 4  # responses per prompt
     temperature: float = 0.8
     top_p: float = 0.95
@@ -50,7 +51,7 @@ class GenerationConfig:
     # prompts per shard: generation, scoring, evolving, reference log-probs and evaluation are cut into chunks of
     # this many prompts, each seeded by (seed, chunk index) and spread over the processes (evarl.dist), so the
     # artifacts do not depend on the number of processes. It is also the resumable unit of generation.
-    chunk_prompts: int = 8
+    chunk_prompts: int = 16
     endpoint: str | None = None  # base URL for the openai backend
     endpoint_model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -627,8 +628,10 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
         trust=cfg.model.trust_remote_code,
         trust_field="model.trust_remote_code",
     )
-    if cfg.generation.dtype not in (None, "float32", "bfloat16", "float16"):
-        e.append(f"generation.dtype: must be float32, bfloat16 or float16, got {cfg.generation.dtype!r}")
+    if cfg.generation.dtype not in (None, "auto", "float32", "bfloat16", "float16"):
+        e.append(
+            f"generation.dtype: must be auto, float32, bfloat16 or float16, got {cfg.generation.dtype!r}"
+        )
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         e.append(f"model.dtype: must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
     g = cfg.generation

@@ -39,7 +39,7 @@ from evarl.generation.base import Generator, GenOutput, Releasable, SamplingPara
 from evarl.runs import Run
 from evarl.types import Completion, Pair, Prompt, Scored
 
-CHUNK_PROMPTS = 8  # prompts per resumable generation chunk
+CHUNK_PROMPTS = 16  # prompts per resumable generation chunk (the default of generation.chunk_prompts)
 
 
 def _log(msg: str) -> None:
@@ -131,14 +131,15 @@ def make_generator(cfg: RunConfig, model_path: str, device: Any = None) -> Gener
     from evarl.generation.sharded import ShardedGenerator
 
     g = cfg.generation
-    if g.backend == "hf":
-        from evarl.generation.hf import HFGenerator
+    from evarl.registry import BACKENDS
 
-        gen: Any = HFGenerator.from_path(
+    if g.backend in ("hf", "hf-static"):
+        import evarl.generation.hf  # noqa: F401  (registers both transformers backends)
+
+        gen: Any = BACKENDS.get(g.backend).from_path(
             model_path, g.dtype or cfg.model.dtype, g.batch_size, cfg.model.trust_remote_code, device=device
         )
         return ShardedGenerator(gen, g.chunk_prompts)
-    from evarl.registry import BACKENDS
 
     backend = BACKENDS.get(g.backend)
     if hasattr(backend, "from_config"):
@@ -607,10 +608,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
             def _ref() -> dict[str, Any]:
                 from evarl.dist import map_sharded
+                from evarl.generation.hf import generation_dtype
 
                 if (
-                    g.backend == "hf"
-                    and (g.dtype or cfg.model.dtype) == solver_cfg.param_dtype
+                    g.backend in ("hf", "hf-static")
+                    and generation_dtype(g.dtype or cfg.model.dtype, device) == solver_cfg.param_dtype
                     and models.pool is None  # under Ray the policy's weights live in the actors
                 ):
                     # the generator already holds the reference weights, in the dtype the trainer uses

@@ -223,6 +223,9 @@ class HFGenerator(StaticHFGenerator):
 
 
 def _has_kv_forward(model: Any) -> bool:
-    """A transformers causal LM (or a wrapper passing its config through, e.g. PEFT) with a KV cache."""
+    """A transformers decoder-only LM (or a wrapper passing its config through, e.g. PEFT), whose forward takes
+    a KV cache; stand-ins that only implement ``generate()`` go through the static path."""
+    from transformers import PretrainedConfig
+
     cfg = getattr(model, "config", None)
-    return cfg is not None and not getattr(cfg, "is_encoder_decoder", False)
+    return isinstance(cfg, PretrainedConfig) and not getattr(cfg, "is_encoder_decoder", False)

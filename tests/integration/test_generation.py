@@ -39,7 +39,7 @@ def test_generate_stage_resumes_to_identical_file(gen: HFGenerator, tmp_path: Pa
     prompts = _prompts(20)
     params = SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=1)
     full = tmp_path / "full.jsonl"
-    generate_stage(gen, prompts, params, full)
+    generate_stage(gen, prompts, params, full, chunk_prompts=8)  # 3 chunks
 
     calls = {"n": 0}
     real = gen.generate
@@ -53,12 +53,12 @@ def test_generate_stage_resumes_to_identical_file(gen: HFGenerator, tmp_path: Pa
     part = tmp_path / "resumed.jsonl"
     monkeypatch.setattr(gen, "generate", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        generate_stage(gen, prompts, params, part)
+        generate_stage(gen, prompts, params, part, chunk_prompts=8)
     assert not part.exists() and (tmp_path / "resumed.partial.jsonl").exists()
     # a kill can also cut the last line in half
     with open(tmp_path / "resumed.partial.jsonl", "a") as f:
         f.write('{"prompt_id": "p1')
     monkeypatch.setattr(gen, "generate", real)
-    counts = generate_stage(gen, prompts, params, part)
+    counts = generate_stage(gen, prompts, params, part, chunk_prompts=8)
     assert counts["responses"] == 40
     assert part.read_bytes() == full.read_bytes()
