@@ -138,7 +138,8 @@ def test_actors_reload_when_the_policy_path_changes(pool, cfg, prompts, tmp_path
     before = RayGenerator(pool, first).generate(convs, params)
     got = RayGenerator(pool, str(other)).generate(convs, params)  # reloads every actor
     assert pool.path == str(other)
-    want = ShardedGenerator(HFGenerator.from_path(str(other), "float32", 16, device="cpu"), CHUNK)
+    dtype = cfg.generation.dtype or cfg.model.dtype  # as make_generator builds it in the actors
+    want = ShardedGenerator(HFGenerator.from_path(str(other), dtype, 16, device="cpu"), CHUNK)
     assert got == want.generate(convs, params) and got != before
     pool.load(first)
 
