@@ -172,10 +172,12 @@ def test_engine_kwargs_exact_from_config() -> None:
         "seed": 7,
         "enable_sleep_mode": True,
     }
-    # defaults: dtype falls back to model.dtype, context length to the model's (None)
+    # defaults: generation.dtype auto (vLLM's own "auto": the checkpoint's dtype, bf16 for current chat models),
+    # context length the model's (None); without a generation dtype, model.dtype
+    assert engine_kwargs(load_config(None, ["generation.dtype=null"]), "/m")["dtype"] == "float32"
     d = engine_kwargs(load_config(None, ["generation.backend=vllm"]), "/m")
     assert (d["dtype"], d["max_model_len"], d["tensor_parallel_size"], d["enable_prefix_caching"]) == (
-        "float32",
+        "auto",
         None,
         1,
         True,
