@@ -158,6 +158,7 @@ def generate_stage(
     reuse: dict[str, list[Completion]] | None = None,
     desc: str = "generate",
     chunk_prompts: int = CHUNK_PROMPTS,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """n responses per prompt, in resumable chunks of ``chunk_prompts`` prompts, spread over the processes.
     Chunk c is seeded with (params.seed, c) only, so one process and N give the same samples; rank 0 appends
@@ -198,7 +199,7 @@ def generate_stage(
         return rows(c, inner.generate([p.messages for p in chunks[c]], chunk_params(c)))
 
     bar = None
-    if is_main():
+    if is_main() and progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(chunks), initial=len(done), desc=desc, unit="chunk", leave=False)
@@ -443,6 +444,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     rd / "generations.jsonl",
                     desc=f"r{t} creator generate",
                     chunk_prompts=g.chunk_prompts,
+                    progress=progress,
                 ),
                 [rd / "generations.jsonl"],
             )
@@ -563,6 +565,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 reuse,
                 desc=f"r{t} solver generate",
                 chunk_prompts=g.chunk_prompts,
+                progress=progress,
             )
 
         r.stage(f"{key}/train_generate", _train_generate, [rd / "train_generations.jsonl"])
