@@ -184,10 +184,6 @@ def test_killed_actor_fails_the_stage_and_a_rerun_resumes(pool, local, prompts, 
 def test_an_actor_lost_between_stages_is_replaced(pool, local, prompts) -> None:
     pids = ray.get([a.ping.remote() for a in pool.actors])
     ray.kill(pool.actors[0])  # idle: nothing is lost, the next stage starts a new one
-    with pytest.raises(
-        ray.exceptions.RayActorError
-    ):  # ray.kill is asynchronous: wait until the actor is gone
-        ray.get(pool.actors[0].ping.remote(), timeout=60)
     convs = [p.messages for p in prompts[:4]]
     params = SamplingParams(n=1, temperature=1.0, max_new_tokens=6, seed=9)
     try:
