@@ -416,7 +416,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.eval.enabled and cfg.eval.baseline and heldout:
         r.stage(
             "round-000/eval",
-            lambda: _eval(
+            lambda: eval_stage(
                 evaluate_heldout, models.policy(base_path), heldout, reward_for(base_path), eval_params, r0
             ),
             [r0 / "eval.json"],
@@ -666,7 +666,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         if cfg.eval.enabled and heldout:
             r.stage(
                 f"{key}/eval",
-                lambda: _eval(
+                lambda: eval_stage(
                     evaluate_heldout,
                     models.policy(policy_path),
                     heldout,
@@ -705,7 +705,7 @@ def _all_evolved(r: Run, t: int) -> list[Prompt]:
     return out
 
 
-def _eval(
+def eval_stage(
     fn: Any, gen: Generator, prompts: list[Prompt], reward: Any, params: SamplingParams, out_dir: Path
 ) -> dict:
     res = fn(gen, prompts, reward, params, out_dir)

@@ -91,7 +91,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.eval.heldout import evaluate_heldout
     from evarl.generation.hf import HFGenerator
     from evarl.generation.sharded import ShardedGenerator
-    from evarl.loop import _eval, seed_stage
+    from evarl.loop import eval_stage, seed_stage
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from evarl.registry import LOSSES
     from evarl.rewards import build_reward
@@ -144,7 +144,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 device=device,
             )
             gen = ShardedGenerator(gen, g.chunk_prompts)
-            return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, r0)
+            return eval_stage(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, r0)
 
         r.stage("round-000/eval", _base_eval, [r0 / "eval.json"])
 
@@ -400,7 +400,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         def _final_eval() -> dict[str, Any]:
             gen = HFGenerator.from_path(str(final), g.dtype or cfg.model.dtype, g.batch_size, device=device)
             gen = ShardedGenerator(gen, g.chunk_prompts)
-            return _eval(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, out)
+            return eval_stage(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, out)
 
         r.stage("online/eval", _final_eval, [out / "eval.json"])
     steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
