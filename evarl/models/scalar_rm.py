@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from evarl.io import read_json
+
 META_FILE = "evarl_reward_model.json"
 HEAD_FILE = "reward_head.safetensors"
 FORMAT = "evarl-scalar-reward-model"
@@ -124,7 +126,7 @@ class ScalarRewardModel(nn.Module):
         from safetensors.torch import load_file
 
         p = Path(path)
-        meta = json.loads((p / META_FILE).read_text())
+        meta = read_json(p / META_FILE)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{p / META_FILE}: format {meta.get('format')!r} is not {FORMAT!r}")
         model = cls.from_backbone(str(p), meta["pooling"], dtype, trust_remote_code, device=device)

@@ -1,4 +1,4 @@
-"""Readers and writers for evaluation files: IFEval, AlpacaEval, MT-Bench, Arena-Hard and evarl's own prompts.
+"""Benchmark file formats: IFEval, AlpacaEval, MT-Bench, Arena-Hard and evarl's own prompts.
 
 Formats (one JSON object per line unless noted):
 
@@ -11,24 +11,21 @@ Formats (one JSON object per line unless noted):
 - Arena-Hard: v0.1 `question.jsonl` rows `question_id`, `category`, `turns: [{"content": ...}]`; v2 rows
   `uid`, `category`, `prompt`. Both are read.
 - default: evarl `Prompt` dicts (a run's `prompts.jsonl`), TRL prompt-only rows `{"prompt": [messages]}` or
-  `{"prompt": "text"}`.
+  `{"prompt": "text"}`; any other data source `datasets` reads (Parquet, CSV, Arrow, a folder, a `save_to_disk`
+  folder, a cached hub dataset id) goes through `evarl.datasets_in` (docs/data.md).
 
-Every error names the file and the 1-based line: ``mtbench.jsonl:3: missing field 'turns'``. Writers are atomic
-(temp file + rename) and deterministic (sorted keys), so a re-run with the same inputs writes the same bytes.
+Every error names the file and the 1-based line: ``mtbench.jsonl:3: missing field 'turns'``. The record readers
+and writers underneath are `evarl.io`'s.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evarl.data_io import DataError
+from evarl.io import DataError, iter_json_rows, iter_jsonl
+from evarl.tasks.validate import check_constraint_records, check_constraints
 from evarl.types import Constraint, Prompt
 
 FORMATS = ("ifeval", "alpaca", "mtbench", "arena", "default")
@@ -73,49 +70,6 @@ class ArenaQuestion:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- generic readers / writers
-
-
-def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; raises EvalFileError naming file:line on bad JSON."""
-    p = Path(path)
-    if not p.exists():
-        raise EvalFileError(f"{p}: file not found")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalFileError(f"{p.name}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise EvalFileError(f"{p.name}:{i}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((i, obj))
-    return rows
-
-
-def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """JSONL, or a JSON array of objects (AlpacaEval's `model_outputs.json`); entries numbered from 1."""
-    p = Path(path)
-    if not p.exists():
-        raise EvalFileError(f"{p}: file not found")
-    head = p.read_text(encoding="utf-8").lstrip()[:1]
-    if head != "[":
-        return read_jsonl(p)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EvalFileError(f"{p.name}:{e.lineno}: invalid JSON ({e.msg})") from None
-    out = []
-    for i, obj in enumerate(data, start=1):
-        if not isinstance(obj, dict):
-            raise EvalFileError(f"{p.name}:entry {i}: expected a JSON object, got {type(obj).__name__}")
-        out.append((i, obj))
-    return out
-
-
 def _require(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
     if key not in obj:
         raise EvalFileError(f"{where}: missing field '{key}'")
@@ -126,45 +80,16 @@ def _require(obj: dict[str, Any], key: str, types: type | tuple[type, ...], wher
     return value
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomic, deterministic JSON write (sorted keys, 2-space indent, trailing newline)."""
-    return write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Atomic, deterministic JSONL write (sorted keys)."""
-    text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
-    return write_text(Path(path), text)
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Atomic text write: a temp file in the same folder, renamed over `path`. In a multi-process run only
-    rank 0 writes (evarl.dist)."""
-    from evarl.dist import world
-
-    if not world().is_main:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 # ---------------------------------------------------------------- format readers
 
 
 def read_ifeval(path: str | Path) -> list[IFEvalItem]:
     name = Path(path).name
     items = []
-    for line, obj in read_jsonl(path):
+    for line, obj in iter_jsonl(path):
         where = f"{name}:{line}"
         ids = _require(obj, "instruction_id_list", list, where)
+        check_constraints(ids, obj.get("kwargs"), where, EvalFileError)  # ids, kwargs vs. checkers
         kwargs = obj.get("kwargs")
         if kwargs is None:
             kwargs = [{} for _ in ids]
@@ -191,7 +116,7 @@ def read_alpaca(path: str | Path, require_output: bool = False) -> list[AlpacaIt
     """AlpacaEval rows; with `require_output` every row must carry `output` (a model-outputs file)."""
     name = Path(path).name
     items = []
-    for line, obj in read_records(path):
+    for line, obj in iter_json_rows(path):
         where = f"{name}:{line}"
         out = obj.get("output")
         if require_output:
@@ -212,7 +137,7 @@ def read_alpaca(path: str | Path, require_output: bool = False) -> list[AlpacaIt
 def read_mtbench(path: str | Path) -> list[MTBenchQuestion]:
     name = Path(path).name
     items = []
-    for line, obj in read_jsonl(path):
+    for line, obj in iter_jsonl(path):
         where = f"{name}:{line}"
         turns = _require(obj, "turns", list, where)
         if not turns or not all(isinstance(t, str) for t in turns):
@@ -234,7 +159,7 @@ def read_mtbench(path: str | Path) -> list[MTBenchQuestion]:
 def read_arena(path: str | Path) -> list[ArenaQuestion]:
     name = Path(path).name
     items = []
-    for line, obj in read_jsonl(path):
+    for line, obj in iter_jsonl(path):
         where = f"{name}:{line}"
         qid = obj.get("question_id", obj.get("uid"))
         if qid is None:
@@ -257,14 +182,22 @@ def read_arena(path: str | Path) -> list[ArenaQuestion]:
 
 
 def read_default(path: str | Path) -> list[Prompt]:
-    """evarl Prompt dicts, or TRL prompt-only rows (`prompt`: messages or text; optional `id`)."""
+    """evarl Prompt dicts, or TRL prompt-only rows (`prompt`: messages or text; optional `id`), from JSONL.
+    Other sources (Parquet, CSV, a dataset folder, a cached hub dataset) are read by `evarl.datasets_in`."""
+    if Path(path).suffix != ".jsonl":
+        from evarl.datasets_in import read_prompts
+
+        return read_prompts(path)
     name = Path(path).name
     prompts = []
-    for line, obj in read_jsonl(path):
+    for line, obj in iter_jsonl(path):
         where = f"{name}:{line}"
         if "messages" in obj and "id" in obj:
             msgs = _require(obj, "messages", list, where)
             _check_messages(msgs, where, "messages")
+            check_constraint_records(
+                obj.get("constraints", []), where, EvalFileError
+            )  # before any generation
             try:
                 prompts.append(Prompt.from_dict(obj))
             except (TypeError, ValueError) as e:
@@ -361,38 +294,6 @@ def outputs_by_instruction(items: list[AlpacaItem], source: str = "outputs") -> 
     return out
 
 
-# ---------------------------------------------------------------- judge templates
-
-
-def eval_prompt_dir() -> Path:
-    """Where the shipped judge templates live (`evarl/prompts/eval/*.txt`)."""
-    return Path(__file__).resolve().parent.parent / "prompts" / "eval"
-
-
-def load_template(name_or_path: str | Path, required: Sequence[str] = ()) -> str:
-    """A judge template: a file path, or the name of a shipped template (`pairwise`, `mtbench_single`, ...).
-
-    `required` lists the `{field}` slots the template must contain; a missing one is an error naming the file.
-    """
-    p = Path(name_or_path)
-    if not p.exists():
-        p = eval_prompt_dir() / f"{name_or_path}.txt"
-    if not p.exists():
-        shipped = ", ".join(sorted(f.stem for f in eval_prompt_dir().glob("*.txt")))
-        raise FileNotFoundError(f"{name_or_path}: no such template file or shipped template ({shipped})")
-    text = p.read_text(encoding="utf-8")
-    missing = [f for f in required if "{" + f + "}" not in text]
-    if missing:
-        raise EvalFileError(f"{p}: template lacks the slot(s) {', '.join('{' + m + '}' for m in missing)}")
-    return text
-
-
-def fill_template(template: str, **fields: str) -> str:
-    """Substitute `{name}` slots in one pass: braces inside the inserted answers and code are left alone,
-    and inserted text is never scanned for slots again. Unknown slots stay as written."""
-    return re.sub(r"\{(\w+)\}", lambda m: fields.get(m.group(1), m.group(0)), template)
-
-
 def read_model_answers(path: str | Path) -> dict[str, str]:
     """Arena-Hard / FastChat model answers (`question_id`, `choices[0].turns[0]`), first turn by question id.
 
@@ -400,7 +301,7 @@ def read_model_answers(path: str | Path) -> dict[str, str]:
     """
     name = Path(path).name
     out: dict[str, str] = {}
-    for line, obj in read_jsonl(path):
+    for line, obj in iter_jsonl(path):
         where = f"{name}:{line}"
         qid = obj.get("question_id", obj.get("uid"))
         if qid is None:
@@ -422,5 +323,5 @@ def read_model_answers(path: str | Path) -> dict[str, str]:
 
 def is_model_answers_file(path: str | Path) -> bool:
     """True when the first record has `choices` (Arena-Hard / FastChat answers), not AlpacaEval `output`."""
-    rows = read_records(path)
-    return bool(rows) and "choices" in rows[0][1] and "output" not in rows[0][1]
+    first = next(iter_json_rows(path), None)
+    return first is not None and "choices" in first[1] and "output" not in first[1]
