@@ -62,6 +62,7 @@ class ModelServer:
                     code = state.fail.pop(0) if state.fail else 200
                 if code != 200:
                     self.send_response(code)
+                    self.send_header("retry-after-ms", "20")  # the client honours it (keeps the test short)
                     self.end_headers()
                     self.wfile.write(json.dumps({"error": {"message": f"injected {code}"}}).encode())
                     return
@@ -155,7 +156,7 @@ def test_real_model_generation_matches_local_backend(fresh, tmp_path, tiny_model
 def test_retries_after_429_and_500(fresh, tmp_path):
     url, s = fresh
     s.fail = [429, 500, 502]
-    client = OpenAIGenerator(url, "tiny", cache_dir=tmp_path / "api", backoff_s=0.05, max_retries=4)
+    client = OpenAIGenerator(url, "tiny", cache_dir=tmp_path / "api", max_retries=4)
     out = client.generate(CONV[:1], SamplingParams(n=1, temperature=0.0, max_new_tokens=4))
     assert out[0][0].finish_reason != "error"
     assert s.requests == 4 and client.stats["retries"] == 3
@@ -175,13 +176,12 @@ def test_cache_hit_makes_no_request(fresh, tmp_path):
 def test_timeout_is_retried_then_reported(fresh, tmp_path):
     url, s = fresh
     s.stall_s = 1.5
-    client = OpenAIGenerator(
-        url, "tiny", cache_dir=tmp_path / "api", timeout_s=0.3, max_retries=1, backoff_s=0.01
-    )
+    client = OpenAIGenerator(url, "tiny", cache_dir=tmp_path / "api", timeout_s=0.3, max_retries=1)
     t0 = time.time()
-    with pytest.raises(EndpointError, match="gave up after 2 attempts"):
+    with pytest.raises(EndpointError, match="timed out after 0.3s .gave up after 2 attempts"):
         client.generate(CONV[:1], SamplingParams(n=1, max_new_tokens=4))
-    assert time.time() - t0 < 1.4  # it did not wait for the stalled server
+    # two 0.3 s attempts and one backoff (<= 0.5 s); waiting for the stalled server would take >= 3 s
+    assert time.time() - t0 < 2.5
     soft = OpenAIGenerator(
         url, "tiny", cache_dir=tmp_path / "api", timeout_s=0.3, max_retries=0, raise_on_error=False
     )
