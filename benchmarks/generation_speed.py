@@ -128,7 +128,7 @@ class Runner:
     def _run_vllm(self, convs: list[Any], params: Any) -> tuple[int, float]:
         import vllm
 
-        from evarl.generation.hf import render_chat
+        from evarl.chat import render_chat
 
         if self._tok is None:
             from evarl.models.loading import load_tokenizer

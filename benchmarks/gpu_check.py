@@ -518,7 +518,8 @@ def phase_round(spec: dict) -> dict:
     import gc
 
     from evarl.config import build_config
-    from evarl.loop import make_generator, run
+    from evarl.generation.factory import make_generator
+    from evarl.loop import run
 
     dev = _device(spec)
     cfg = build_config(round_config(spec))

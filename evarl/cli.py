@@ -10,11 +10,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from pathlib import Path
 
-from evarl.config import ConfigError, check_config, load_config
+from evarl.config import ConfigError, check_config
 
-SUBCOMMAND_MODULES = ["evarl.eval.cli", "evarl.reward_training.cli"]
+SUBCOMMAND_MODULES = [
+    "evarl.eval.cli",
+    "evarl.reward_training.cli",
+    "evarl.solver.sft_cli",
+    "evarl.eval.head_to_head",
+    "evarl.export",
+    "evarl.ablate",
+]
 
 
 def _split(args: list[str]) -> tuple[str | None, list[str]]:
@@ -33,16 +41,11 @@ def _split(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from evarl.loop import run
+    # the Python API: offline or online by `algorithm`; plug-ins are imported before validation
+    from evarl import run
 
     config, overrides = _split(ns.args)
-    cfg = load_config(config, overrides)
-    if cfg.algorithm == "online":
-        from evarl.online import run_online
-
-        run_online(cfg, progress=not ns.quiet)
-    else:
-        run(cfg, progress=not ns.quiet)
+    run(config, overrides, progress=not ns.quiet)
     return 0
 
 
@@ -80,7 +83,10 @@ def cmd_list(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from evarl import package_version
+
     p = argparse.ArgumentParser(prog="evarl", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run (or resume) an eva training run")
     r.add_argument("args", nargs="*", help="[CONFIG.yaml] [key.path=value ...]")
@@ -104,30 +110,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evarl.data_io import DataError
-    from evarl.errors import ResumeError, WorkerLost
-    from evarl.rewards.combine import RewardBuildError
-    from evarl.runs import RunExistsError
+    """Run one command; the exit code says how it went (evarl.failures): 0 done, 2 bad input or an expected
+    failure (one line `evarl: error: ...` naming the file, line, field or URL; argparse usage errors too),
+    1 an unexpected error (a short line with the path of the saved traceback), 130 interrupted."""
+    from evarl.failures import (
+        EXIT_BAD_INPUT,
+        EXIT_BUG,
+        EXIT_INTERRUPTED,
+        bug_message,
+        expected_message,
+        save_traceback,
+    )
 
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    fn = getattr(ns, "fn", None) or ns.func
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
+        parser = build_parser()
+        ns = parser.parse_args(args)
+        fn = getattr(ns, "fn", None) or ns.func
         return int(fn(ns) or 0)
-    except (
-        ConfigError,
-        DataError,
-        RunExistsError,
-        FileNotFoundError,
-        RewardBuildError,
-        ResumeError,
-        WorkerLost,
-    ) as e:
-        print(f"evarl: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("evarl: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except SystemExit as e:  # argparse usage errors keep their code; `raise SystemExit("why")` is bad input
+        if isinstance(e.code, str):
+            print(f"evarl: error: {e.code}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure ends here: one line, or a saved traceback
+        message = expected_message(e)
+        if message is not None:
+            print(f"evarl: error: {message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            saved = save_traceback(e, args)
+        except OSError:  # pragma: no cover - nowhere to write: the traceback goes to the terminal
+            traceback.print_exc()
+            saved = None
+        print(bug_message(e, saved), file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover

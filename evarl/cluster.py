@@ -3,8 +3,8 @@
 With ``cluster.ray: true`` (start or join a local Ray cluster) or an address (``auto``, ``ray://host:10001``),
 a :class:`RayPool` starts ``cluster.actors`` Ray actors, each asking for ``cluster.actor_cpus`` CPUs and
 ``cluster.actor_gpus`` GPUs. Every actor builds its replica from the run's config and the policy path, exactly
-as a single process does: the generator is :func:`evarl.loop.make_generator` (hf or vLLM, on the actor's
-device) and the reward is :func:`evarl.rewards.build_reward` with the actor's own generator as the self-judge
+as a single process does: the generator is :func:`evarl.generation.factory.make_generator` (hf or vLLM, on the
+actor's device) and the reward is :func:`evarl.rewards.build_reward` with the actor's own generator as the self-judge
 and its tokenizer for token lengths (the loop's ``reward_for``). Actors reload when the policy path changes
 and keep a policy-independent reward (a classifier RM, a verifier) across rounds.
 
@@ -109,7 +109,7 @@ class Replica:
         """Hold the generator of ``path`` (a no-op when it is held already); its name."""
         if path != self.path or self.gen is None:
             from evarl.dist import resolve_device
-            from evarl.loop import make_generator
+            from evarl.generation.factory import make_generator
 
             self.unload(keep_reward=True)
             self.gen = make_generator(self.cfg, path, resolve_device(self.cfg.device))
@@ -138,12 +138,12 @@ class Replica:
             return self.gen.generate(conversations, params)
 
     def _reward_uses_policy(self) -> bool:
-        from evarl.loop import needs_policy_tokenizer
+        from evarl.rewards.combine import needs_policy_tokenizer
 
-        return _self_judge(self.cfg) or needs_policy_tokenizer(self.cfg)
+        return _self_judge(self.cfg) or needs_policy_tokenizer(self.cfg.reward)
 
     def _ensure_reward(self) -> Any:
-        from evarl.loop import needs_policy_tokenizer
+        from evarl.rewards.combine import needs_policy_tokenizer
 
         uses_policy = self._reward_uses_policy()
         if self.reward is None or (uses_policy and self._reward_path != self.path):
@@ -153,7 +153,7 @@ class Replica:
             if uses_policy and self.gen is None:
                 raise RuntimeError("replica: this reward uses the policy; score after load(path)")
             self.reward = None
-            tok = getattr(self.gen, "tokenizer", None) if needs_policy_tokenizer(self.cfg) else None
+            tok = getattr(self.gen, "tokenizer", None) if needs_policy_tokenizer(self.cfg.reward) else None
             self.reward = build_reward(
                 self.cfg.reward,
                 policy=self.gen if _self_judge(self.cfg) else None,

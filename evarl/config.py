@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[str], source: str | None = None) -> None:
         self.errors = errors
         head = f"invalid config{f' {source}' if source else ''}:"
-        super().__init__("\n  ".join([head, *errors]))
+        # one problem: one line; several: one per line under the head, so all can be fixed in one go
+        super().__init__(f"{head} {errors[0]}" if len(errors) == 1 else "\n  ".join([head, *errors]))
 
 
 @dataclass
@@ -34,6 +37,34 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     trust_remote_code: bool = False
     gguf_file: str | None = None  # a GGUF file inside `path`, dequantized on load
+    # the policy tokenizer's chat template: a Jinja string, or a path to a .jinja file (docs/export.md)
+    chat_template: str | None = None
+    push_to_hub: str | None = None  # a hub repo id: the final model folder is uploaded when the run finishes
+    hub_private: bool = False  # create the push_to_hub repo as private
+
+
+def chat_template_text(value: str) -> str:
+    """The Jinja source of `model.chat_template`: the value itself when it holds Jinja markup, else the file it
+    names. Raises FileNotFoundError / OSError for a file that cannot be read."""
+    if "{{" in value or "{%" in value:
+        return value
+    return Path(value).expanduser().read_text(encoding="utf-8")
+
+
+def _chat_template_problem(value: str) -> str | None:
+    try:
+        text = chat_template_text(value)
+    except OSError as e:
+        return f"model.chat_template: {value!r} is neither a Jinja template nor a readable file ({e.strerror or e})"
+    try:
+        import jinja2
+
+        jinja2.Environment().parse(text)
+    except ImportError:  # transformers needs jinja2 to render chat templates; it reports that itself
+        return None
+    except jinja2.TemplateSyntaxError as e:
+        return f"model.chat_template: not a valid Jinja template (line {e.lineno}: {e.message})"
+    return None
 
 
 @dataclass
@@ -83,10 +114,18 @@ class ClusterConfig:
 @dataclass
 class TaskConfig:
     name: str = "default"  # "default" = shipped base tasks x verifiable constraints; or "file"
-    train_file: str | None = None  # JSONL/Parquet of prompts (TRL prompt-only or {"prompt": str})
+    # prompt sources: a JSONL / JSON / Parquet / CSV / Arrow file, a folder of them, a `save_to_disk` folder, or a
+    # hub dataset id already in the local cache (never downloaded); rows: TRL prompt-only or conversational,
+    # IFEval, AlpacaEval (docs/data.md)
+    train_file: str | None = None
     heldout_file: str | None = None
+    # dataset column -> evarl field, e.g. {prompt: question, instruction_id_list: ids, kwargs: kw}
+    columns: dict[str, str] = field(default_factory=dict)
+    split: str | None = None  # split of train_file (default: its only split, else "train")
+    heldout_split: str | None = None  # split of heldout_file (default: its only split, else test, validation)
+    subset: str | None = None  # dataset configuration (hub ids, folders with configs)
     train_prompts: int = 32
-    heldout_prompts: int = 24
+    heldout_prompts: int = 300  # the whole shipped held-out set (51 + 249 held-out-only tasks)
     min_constraints: int = 1
     max_constraints: int = 3
     # constraint pool of the default task and the constraint evolver: ifeval | ifbench | all
@@ -119,7 +158,17 @@ class RewardConfig:
 
 @dataclass
 class CreatorConfig:
-    enabled: bool = True  # False = the "no evolve" ablation: train on the seed prompts each round
+    enabled: bool = True  # False = no creator: train on the seed prompts each round (or fresh_prompts)
+    # first round in which the creator runs; earlier rounds are plain solver rounds on the seed prompts.
+    # eva Table 2 ("theta_0 -> theta_1: DPO on the original prompts, then eva from theta_1") is start_round 2
+    start_round: int = 1
+    # False = Table 5's "no evolve" arms: estimate and sample (creator.sampler), then train on the sampled
+    # informative subset itself, no new prompts; the next round samples the same previous set again
+    evolve: bool = True
+    # with enabled false, Table 2's "+ new human prompts" arm: from start_round on, round t trains on split
+    # t - start_round + 1 of the original pool (task.train_prompts each; split 0 = the seed prompts, which the
+    # rounds before start_round train on): prompts no earlier round has seen
+    fresh_prompts: bool = False
     metric: str = "a_min"  # see `evarl list`
     sampler: str = "weighted"  # weighted | greedy
     sample_fraction: float = 0.25
@@ -149,6 +198,7 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    save_adapter: bool = False  # also save the unmerged adapter to train/adapter/ (next to train/model/)
 
 
 @dataclass
@@ -165,7 +215,27 @@ class SolverConfig:
     reference: str = "initial"  # initial (pi_0) | previous (last round's policy)
     pair_rule: str = "best_worst"  # best_worst | best_random
     min_margin: float = 0.0
+    # at most this many pairs per round (a seeded subset, original order kept); `evarl ablate` sets it so every
+    # arm trains on the same number of pairs. None = all pairs
+    max_pairs: int | None = None
     rewrite: bool = False  # H.2.1: the solver rewrites y+ before training
+    # where pairs come from: reward (pair_rule over the scored responses) | teacher_demo (the teacher's response
+    # chosen, the student's rejected: teacher-demonstration alignment, docs/pipelines.md)
+    pairs: str = "reward"
+    teacher: str | None = None  # teacher_demo: a model dir / hub id, or the name teacher_endpoint serves
+    teacher_endpoint: str | None = None  # an OpenAI-compatible base URL (…/v1) serving `teacher`
+    teacher_timeout_s: float = 120.0  # per teacher request; a request that still fails is counted, no pair
+    # training pairs of round t: round (this round's only) | all (every round so far: RLHF Workflow's historical
+    # data); plus offline_pairs (a TRL preference JSONL) each round; identical pairs are dropped
+    history: str = "round"
+    offline_pairs: str | None = None
+    # M_1 = SFT(M_0) before round 1 (the self-rewarding pipeline's initialisation, stage round-000/sft): instruction
+    # JSONL (TRL messages / prompt-completion) and EFT JSONL (prompt, response, score, rationale -> judge-prompt
+    # -> judgement examples; "embedded" = the 24 rows shipped in evarl/data/eft_seed.jsonl)
+    sft_data: list[str] = field(default_factory=list)
+    eft_data: list[str] = field(default_factory=list)
+    sft_learning_rate: float = 1e-5
+    sft_epochs: int = 2
     learning_rate: float = 2e-5  # measured on the embedded default: 5e-6 barely moved the loss in 6 steps
     optimizer: str = "adamw"  # adamw | rmsprop
     weight_decay: float = 0.0
@@ -185,7 +255,9 @@ class SolverConfig:
     param_dtype: str = "float32"  # float32 | bfloat16: dtype of the trained weights (and the saved model)
     share_prompt: bool = True  # run each pair's prompt once for y+ and y- (KV-cache prefix sharing)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    save_every: int = 4  # optimizer steps between resumable checkpoints
+    save_every: int = 4  # optimizer steps between resumable checkpoints (0 = none)
+    # deprecated: tensorboard / wandb here are added to tracking.backends (one tracker run for the whole run);
+    # train_log.jsonl is always written
     log_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb
 
 
@@ -217,6 +289,15 @@ class OnlineConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """One experiment-tracker run per evarl run (evarl.tracking): every round, one global training step."""
+
+    backends: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard | trackio | wandb
+    project: str = "evarl"  # trackio / W&B project
+    run_name: str | None = None  # trackio / W&B run name; None = the run's name
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     output_dir: str = "runs"
@@ -236,6 +317,10 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # modules imported before validation; they register metrics, evolvers, reward sources, losses, ... in
+    # evarl.registry so the config can name them (installed packages can use the `evarl.plugins` entry points)
+    plugins: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -249,6 +334,25 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+INT_LIMIT = 2**63  # integers past this cannot reach torch, numpy seeds or file offsets
+
+
+def parse_bool(value: Any) -> bool | None:
+    """A flag from YAML, an override or an options dict, strictly: True/False, "true"/"false", "yes"/"no",
+    "on"/"off", "1"/"0" (any case) and the integers 1/0; anything else is None (not a flag), never True."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+    return None
+
+
 def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     """Check/coerce `value` to the annotated type `tp`, appending errors with their path."""
     origin = typing.get_origin(tp)
@@ -257,8 +361,8 @@ def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        if bool in inner and (isinstance(value, bool) or str(value).lower() in ("true", "false")):
-            return _coerce(value, bool, path, errors)  # `str | bool` fields: a flag or a name
+        if bool in inner and parse_bool(value) is not None:
+            return _coerce(value, bool, path, errors)  # `str | bool` fields: a flag (strictly) or a name
         return _coerce(value, inner[0], path, errors)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -283,30 +387,37 @@ def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     if tp is Any:
         return value
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        errors.append(f"{path}: expected true/false, got {value!r}")
-        return False
+        flag = parse_bool(value)
+        if flag is None:
+            errors.append(f"{path}: expected true/false, got {value!r}")
+            return False
+        return flag
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int | str):
             errors.append(f"{path}: expected an integer, got {value!r}")
             return 0
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             errors.append(f"{path}: expected an integer, got {value!r}")
             return 0
+        if abs(number) >= INT_LIMIT:
+            errors.append(f"{path}: {value!r} is out of range (|value| < 2**63)")
+            return 0
+        return number
     if tp is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
             errors.append(f"{path}: expected a number, got {value!r}")
             return 0.0
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (ValueError, OverflowError):
             errors.append(f"{path}: expected a number, got {value!r}")
             return 0.0
+        if not math.isfinite(number):
+            errors.append(f"{path}: expected a finite number, got {value!r}")
+            return 0.0
+        return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             errors.append(f"{path}: expected a string, got {value!r}")
@@ -320,9 +431,9 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) 
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else key
+        path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            close = [n for n in names if n.startswith(key[:3])]
+            close = [n for n in names if n.startswith(str(key)[:3])] if str(key) else []
             hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
             errors.append(f"{path}: unknown key{hint}")
             continue
@@ -349,6 +460,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in ov:
             raise ConfigError([f"{ov}: override must look like key.path=value"])
         key, raw = ov.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(part.strip() for part in parts):
+            raise ConfigError(
+                [f"{ov}: override key {key.strip()!r} must look like key.path (no empty parts)"]
+            )
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
@@ -371,8 +487,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError([f"{p}: config file does not exist"])
+    if p.is_dir():
+        raise ConfigError([f"{p}: is a directory, not a config file"])
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{p}: not UTF-8 text ({e.reason} at byte {e.start})"]) from e
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read ({e.strerror or e})"]) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -386,11 +508,11 @@ def _resolve_preset(cfg: RunConfig, data: dict[str, Any]) -> None:
     """Fill solver fields from `solver.preset` (seed 001 appendix A); fields the user set keep their value."""
     if cfg.solver.preset is None:
         return
-    from evarl.solver.presets import PRESETS, apply_preset
+    from evarl.registry import SOLVER_PRESETS
 
-    if cfg.solver.preset in PRESETS:  # an unknown name is reported by validate_config
+    if cfg.solver.preset in SOLVER_PRESETS:  # an unknown name is reported by validate_config
         explicit = set((data.get("solver") or {}).keys()) - {"preset"}
-        cfg.solver = apply_preset(cfg.solver, explicit=explicit)
+        cfg.solver = SOLVER_PRESETS.get(cfg.solver.preset)(cfg.solver, explicit=explicit)
 
 
 def build_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
@@ -402,7 +524,14 @@ def build_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | dict[str, Any] | RunConfig | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """A RunConfig from a YAML file (or a dict of the same shape, or a RunConfig) plus `a.b=c` overrides."""
+    if isinstance(path, RunConfig):
+        path = config_to_dict(path)
+    if isinstance(path, dict):
+        return build_config(_merge(path, parse_overrides(overrides or [])))
     data = load_yaml(path) if path else {}
     data = _merge(data, parse_overrides(overrides or []))
     return build_config(data, str(path) if path else None)
@@ -419,7 +548,10 @@ def check_config(
     notes: list[str] = []
     cfg = _from_dict(RunConfig, data, "", errors)
     _resolve_preset(cfg, data)
-    return cfg, errors + validate_config(cfg, notes), notes
+    # a field that could not be read holds a placeholder: its range or name is not worth a second message
+    unreadable = {err.split(":", 1)[0] for err in errors}
+    semantic = [err for err in validate_config(cfg, notes) if err.split(":", 1)[0] not in unreadable]
+    return cfg, errors + semantic, notes
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -525,6 +657,7 @@ def _check_model_path(
     trust: bool | None = None,
     trust_field: str = "",
     auto_class: str = _CAUSAL_LM,
+    gguf_file: str | None = None,
 ) -> None:
     """A model path: a local directory that exists, or a well-formed hub id (a note when not cached locally).
 
@@ -541,7 +674,20 @@ def _check_model_path(
         if not p.exists():
             errors.append(f"{field_path}: model path {path!r} does not exist")
             return
+        if not p.is_dir():
+            errors.append(
+                f"{field_path}: {path!r} is a file; a model path is a directory with config.json or a hub id"
+            )
+            return
         config_json = p / "config.json" if (p / "config.json").is_file() else None
+        if gguf_file and not (p / gguf_file).is_file():
+            errors.append(f"{field_path}: {path!r} holds no GGUF file {gguf_file!r} (model.gguf_file)")
+            return
+        if not gguf_file and config_json is None:
+            errors.append(
+                f"{field_path}: {path!r} has no config.json, so it is not a Hugging Face model directory"
+            )
+            return
     else:
         problem = _hub_id_problem(path)
         if problem:
@@ -569,9 +715,28 @@ def _check_model_path(
         )
 
 
+def model_path_problem(path: str, field_path: str, *, offline_is_error: bool = True) -> str | None:
+    """The first problem with a model path given on a command line (`--model`, `--backbone`): missing, not a
+    model directory, not a hub id, or, with HF_HUB_OFFLINE set, a hub id that is not in the local cache (it could
+    not be loaded). None when it looks loadable. Nothing is loaded or fetched."""
+    errors: list[str] = []
+    notes: list[str] = []
+    _check_model_path(path, field_path, errors, notes)
+    if errors:
+        return errors[0]
+    offline = parse_bool(os.environ.get("HF_HUB_OFFLINE", "0")) or False
+    if notes and offline and offline_is_error:
+        return (
+            f"{field_path}: {path} is not in the local Hugging Face cache ({hf_hub_cache()}) and HF_HUB_OFFLINE "
+            f"forbids downloading it (`hf download {path}` on a machine with network, or a local directory)"
+        )
+    return None
+
+
 _PROMPT_FILE_HINT = (
-    'prompts are a JSONL (or Parquet) file, one {"prompt": ...} (text or chat messages) or {"instruction": ...} '
-    "per line"
+    "prompts are a JSONL, JSON, Parquet, CSV or Arrow file, a folder of them, a save_to_disk folder or a hub "
+    'dataset id in the local cache; one {"prompt": ...} (text or chat messages), {"messages": [...]} or '
+    '{"instruction": ...} per row, other column names mapped with task.columns (docs/data.md)'
 )
 # how to make the paper recipes' prompt file from a hub data set (docs/scale.md, "Prompt data")
 _EXPORT_HINT = (
@@ -580,14 +745,80 @@ _EXPORT_HINT = (
 )
 
 
+def _push_to_hub_problems(repo_id: str) -> list[str]:
+    """A well-formed repo id and a Hugging Face token on this machine (HF_TOKEN or `hf auth login`); no network."""
+    try:
+        from huggingface_hub import get_token
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:
+        return ["model.push_to_hub: needs huggingface_hub (pip install huggingface_hub)"]
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        return [f"model.push_to_hub: {repo_id!r} is not a hub repo id ({str(err).splitlines()[0]})"]
+    if not get_token():
+        return [
+            f"model.push_to_hub: no Hugging Face token to upload to {repo_id!r}; set HF_TOKEN or run "
+            "`hf auth login` (or drop model.push_to_hub)"
+        ]
+    return []
+
+
+def task_data_problems(t: TaskConfig) -> list[str]:
+    """The prompt sources of `task` read the way the run reads them (evarl.datasets_in): a missing source, a bad
+    column mapping or a bad row, each as `task.<field>: <problem naming the file, row, field and column>`."""
+    from evarl.datasets_in import HELDOUT_SPLITS, TRAIN_SPLITS, check_columns, read_prompts, resolve
+    from evarl.io import DataError
+
+    e = check_columns(t.columns)
+    if e:
+        return e
+    for fp, split, prefer in (
+        ("train_file", t.split, TRAIN_SPLITS),
+        ("heldout_file", t.heldout_split, HELDOUT_SPLITS),
+    ):
+        v = getattr(t, fp)
+        if not v:
+            continue
+        try:
+            resolve(v)
+        except DataError as err:
+            hint = _PROMPT_FILE_HINT + (_EXPORT_HINT.format(path=v) if fp == "train_file" else "")
+            problem = f"file {v!r} does not exist" if not Path(v).exists() else str(err)
+            e.append(f"task.{fp}: {problem}; {hint}")
+            continue
+        try:
+            read_prompts(v, split=split, subset=t.subset, columns=t.columns, prefer=prefer)
+        except DataError as err:
+            e.append(f"task.{fp}: {err}")
+    return e
+
+
 def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]:
     """Every semantic problem with its dotted path. No model is loaded and nothing is fetched.
 
     `notes` (optional) collects what is worth saying but not wrong, e.g. a hub model that is not in the local
     cache yet; `evarl validate` prints them and still passes.
     """
-    from evarl.registry import BACKENDS, EVOLVERS, FILTERS, LOSSES, METRICS, PAIR_RULES, REWARDS, SAMPLERS
+    from evarl.registry import (
+        BACKENDS,
+        CHECKER_POOLS,
+        EVOLVERS,
+        FILTERS,
+        LOSSES,
+        METRICS,
+        PAIR_RULES,
+        REWARDS,
+        SAMPLERS,
+        SOLVER_PRESETS,
+        PluginError,
+        import_plugins,
+    )
 
+    try:  # plug-ins first: they register the names checked below (one clear message when one fails)
+        import_plugins(cfg.plugins)
+    except PluginError as exc:
+        return [str(exc)]
     e: list[str] = []
 
     def pos(path: str, v: float, strict: bool = True) -> None:
@@ -618,8 +849,12 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     known("online.metric", o.metric, METRICS)
     if cfg.algorithm == "online" and o.solver == "rloo" and cfg.generation.n < 2:
         e.append("generation.n: RLOO needs at least 2 responses per prompt")
-    if not cfg.name or "/" in cfg.name:
-        e.append(f"name: must be a non-empty name without '/', got {cfg.name!r}")
+    # the run directory is output_dir/name: name must stay one folder inside output_dir
+    if not str(cfg.name).strip() or cfg.name in (".", "..") or any(c in cfg.name for c in "/\\\0"):
+        e.append(
+            f"name: must be a plain folder name inside output_dir (not empty, '.' or '..', no '/' or '\\'), "
+            f"got {cfg.name!r}"
+        )
     _check_model_path(
         cfg.model.path,
         "model.path",
@@ -627,6 +862,7 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
         notes,
         trust=cfg.model.trust_remote_code,
         trust_field="model.trust_remote_code",
+        gguf_file=cfg.model.gguf_file,
     )
     if cfg.generation.dtype not in (None, "auto", "float32", "bfloat16", "float16"):
         e.append(
@@ -634,9 +870,14 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
         )
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         e.append(f"model.dtype: must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    if cfg.model.chat_template is not None:
+        problem = _chat_template_problem(cfg.model.chat_template)
+        if problem:
+            e.append(problem)
+    if cfg.model.push_to_hub is not None:
+        e.extend(_push_to_hub_problems(cfg.model.push_to_hub))
     g = cfg.generation
     known("generation.backend", g.backend, BACKENDS)
-    pos("generation.n", g.n)
     pos("generation.temperature", g.temperature, strict=False)
     if not 0 < g.top_p <= 1:
         e.append(f"generation.top_p: must be in (0, 1], got {g.top_p}")
@@ -682,22 +923,28 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
         e.append(
             "generation.endpoint: creator.model=endpoint needs generation.endpoint and generation.endpoint_model"
         )
+    from evarl.endpoints import api_key_env_problem, endpoint_problem
+
+    teacher_url = getattr(cfg.solver, "teacher_endpoint", None)
+    key_problem = api_key_env_problem(g.api_key_env)
+    if key_problem:  # checked before config.yaml is written, so a pasted key never reaches the run directory
+        e.append(f"generation.api_key_env: {key_problem}")
+    else:
+        for where, url in (("generation.endpoint", g.endpoint), ("solver.teacher_endpoint", teacher_url)):
+            if url and url_problem(where, url) is None:  # a malformed URL is reported by url_problem
+                problem = endpoint_problem(url, g.api_key_env)  # https or loopback when a key is set
+                if problem:
+                    e.append(f"{where}: {problem}")
     t = cfg.task
     if t.name not in ("default", "file"):
         e.append(f"task.name: must be 'default' or 'file', got {t.name!r}")
     if t.name == "file" and not t.train_file:
         e.append("task.train_file: required when task.name is 'file'")
-    for fp in ("train_file", "heldout_file"):
-        v = getattr(t, fp)
-        if v and not Path(v).exists():
-            hint = _PROMPT_FILE_HINT + (_EXPORT_HINT.format(path=v) if fp == "train_file" else "")
-            e.append(f"task.{fp}: file {v!r} does not exist; {hint}")
+    e.extend(task_data_problems(t))
     pos("task.train_prompts", t.train_prompts)
     pos("task.heldout_prompts", t.heldout_prompts, strict=False)
-    from evarl.tasks.constraints import POOLS
-
-    if t.checkers not in POOLS:
-        e.append(f"task.checkers: must be one of {', '.join(POOLS)}, got {t.checkers!r}")
+    if t.checkers not in CHECKER_POOLS:
+        e.append(f"task.checkers: must be one of {', '.join(CHECKER_POOLS.names())}, got {t.checkers!r}")
     if not 1 <= t.min_constraints <= t.max_constraints:
         e.append("task.min_constraints: must satisfy 1 <= min_constraints <= max_constraints")
     if not cfg.reward.sources:
@@ -706,7 +953,7 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
         known(f"reward.sources[{i}].name", s.name, REWARDS)
         if s.model and s.model != "policy":
             # options.trust_remote_code is the older spelling of the field, still honoured here
-            trusted = s.trust_remote_code or bool(s.options.get("trust_remote_code", False))
+            trusted = s.trust_remote_code or bool(parse_bool(s.options.get("trust_remote_code", False)))
             _check_model_path(
                 s.model,
                 f"reward.sources[{i}].model",
@@ -723,7 +970,6 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     c = cfg.creator
     known("creator.metric", c.metric, METRICS)
     known("creator.sampler", c.sampler, SAMPLERS)
-    frac("creator.sample_fraction", c.sample_fraction)
     frac("creator.mix_ratio", c.mix_ratio)
     if c.enabled and not c.methods:
         e.append("creator.methods: at least one evolve method is needed when creator.enabled")
@@ -738,6 +984,33 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     pos("creator.max_new_tokens", c.max_new_tokens)
     if c.mode not in ("incremental", "scratch"):
         e.append(f"creator.mode: must be incremental or scratch, got {c.mode!r}")
+    pos("creator.start_round", c.start_round)
+    if cfg.solver.max_pairs is not None:
+        pos("solver.max_pairs", cfg.solver.max_pairs)
+    if c.fresh_prompts and c.enabled:
+        e.append(
+            "creator.fresh_prompts: the '+ new human prompts' arm trains on fresh original prompts instead of "
+            "evolved ones; it needs creator.enabled: false"
+        )
+    if c.fresh_prompts and cfg.task.name not in ("default", "file"):
+        e.append(f"creator.fresh_prompts: needs task.name default or file, got {cfg.task.name!r}")
+    if c.fresh_prompts and cfg.task.name == "default":
+        from evarl.tasks.default import train_pool_size
+
+        splits = (
+            cfg.rounds - c.start_round + 2
+        )  # the seed split and one fresh split per round from start_round
+        need, have = cfg.task.train_prompts * splits, train_pool_size()
+        if need > have:
+            e.append(
+                f"creator.fresh_prompts: {splits} splits of task.train_prompts {cfg.task.train_prompts} = "
+                f"{need} prompts, but the default task has {have}"
+            )
+    if cfg.algorithm == "online" and (c.start_round != 1 or not c.evolve or c.fresh_prompts):
+        e.append(
+            "creator.start_round / creator.evolve / creator.fresh_prompts: offline-loop protocol fields; "
+            "the online loop evolves per mini-batch"
+        )
     if c.model not in ("policy", "endpoint"):
         # the creator model is loaded with the policy's model.trust_remote_code
         _check_model_path(
@@ -753,11 +1026,33 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     s = cfg.solver
     known("solver.loss", s.loss, LOSSES)
     known("solver.pair_rule", s.pair_rule, PAIR_RULES)
-    if s.preset is not None:
-        from evarl.solver.presets import PRESETS
-
-        if s.preset not in PRESETS:
-            e.append(f"solver.preset: unknown preset {s.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    if s.pairs not in ("reward", "teacher_demo"):
+        e.append(f"solver.pairs: must be reward or teacher_demo, got {s.pairs!r}")
+    if s.pairs == "teacher_demo" and not s.teacher:
+        e.append("solver.teacher: solver.pairs=teacher_demo needs a teacher (a model path, or a served model name "
+                 "with solver.teacher_endpoint)")  # fmt: skip
+    if s.teacher_endpoint is not None:
+        problem = url_problem("solver.teacher_endpoint", s.teacher_endpoint)
+        if problem:
+            e.append(problem)
+    if s.pairs == "teacher_demo" and s.teacher and not s.teacher_endpoint:
+        _check_model_path(
+            s.teacher, "solver.teacher", e, notes, trust=cfg.model.trust_remote_code,
+            trust_field="model.trust_remote_code",
+        )  # fmt: skip
+    if s.pairs != "teacher_demo" and (s.teacher or s.teacher_endpoint):
+        e.append("solver.teacher: only for solver.pairs=teacher_demo (a teacher judge is a reward source)")
+    if s.history not in ("round", "all"):
+        e.append(f"solver.history: must be round or all, got {s.history!r}")
+    for fp in ("sft_data", "eft_data"):
+        for i, f in enumerate(getattr(s, fp)):
+            if not (fp == "eft_data" and f == "embedded") and not Path(f).is_file():
+                e.append(f"solver.{fp}[{i}]: file {f!r} does not exist")
+    if s.offline_pairs and not Path(s.offline_pairs).is_file():
+        e.append(f"solver.offline_pairs: file {s.offline_pairs!r} does not exist (a preference JSONL: prompt, "
+                 "chosen, rejected)")  # fmt: skip
+    if s.preset is not None and s.preset not in SOLVER_PRESETS:
+        e.append(f"solver.preset: unknown preset {s.preset!r}; known: {', '.join(SOLVER_PRESETS.names())}")
     if s.mixed_precision not in ("no", "bf16", "fp16"):
         e.append(f"solver.mixed_precision: must be no, bf16 or fp16, got {s.mixed_precision!r}")
     if s.param_dtype not in ("float32", "bfloat16"):
@@ -784,8 +1079,314 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
             )
     pos("solver.max_length", s.max_length)
     frac("solver.warmup_ratio", s.warmup_ratio)
-    frac("solver.label_smoothing", s.label_smoothing)
     for i, lt in enumerate(s.log_to):
         if lt not in ("jsonl", "tensorboard", "wandb"):
             e.append(f"solver.log_to[{i}]: must be jsonl, tensorboard or wandb, got {lt!r}")
+    from evarl import tracking
+
+    e.extend(tracking.backend_problems(cfg.tracking.backends))
+    for i, lt in enumerate(s.log_to):
+        problem = tracking.backend_problem(lt, f"solver.log_to[{i}]")
+        if lt in tracking.LEGACY_LOG_TO and problem:
+            e.append(problem)
+    problem = tracking.project_problem(
+        cfg.tracking.project, tracking.requested_backends(cfg.tracking.backends, s.log_to)
+    )
+    if problem:
+        e.append(problem)
+    legacy = tracking.legacy_note(s.log_to)
+    if legacy and notes is not None:
+        notes.append(legacy)
+    e.extend(range_problems(cfg))
+    return list(dict.fromkeys(e))  # a field checked twice is reported once
+
+
+# ---------------------------------------------------------------- ranges of the numeric fields
+
+# every int / float field of the schema with its allowed range; `tests/unit/test_bad_inputs.py` checks that no
+# numeric field is missing here. ">0", ">=0", ">=2": bounds; "[a,b]", "(a,b]", "[a,b)": intervals; "any": finite
+# (non-finite values are already refused when the config is read). "[i]" stands for every list index.
+RANGES: dict[str, str] = {
+    "seed": ">=0",
+    "rounds": ">0",
+    "threads": ">=0",
+    "generation.n": ">=2",  # pairs (best/worst), informativeness and RLOO all need two responses per prompt
+    "generation.temperature": ">=0",
+    "generation.top_p": "(0,1]",
+    "generation.max_new_tokens": ">0",
+    "generation.batch_size": ">0",
+    "generation.chunk_prompts": ">0",
+    "generation.concurrency": ">0",
+    "generation.timeout_s": ">0",
+    "generation.tensor_parallel_size": ">0",
+    "generation.gpu_memory_utilization": "(0,1]",
+    "generation.max_model_len": ">0",
+    "generation.vllm_seed": ">=0",
+    "generation.logp_gap_warn": ">=0",
+    "cluster.actors": ">0",
+    "cluster.actor_cpus": ">=0",
+    "cluster.actor_gpus": ">=0",
+    "task.train_prompts": ">0",
+    "task.heldout_prompts": ">=0",
+    "task.min_constraints": ">0",
+    "task.max_constraints": ">0",
+    "task.seed": ">=0",
+    "reward.sources[i].weight": "any",
+    "reward.sources[i].samples": ">0",
+    "reward.length_penalty": ">=0",
+    "creator.sample_fraction": "(0,1]",
+    "creator.num_evolutions": ">0",
+    "creator.chain_depth": ">0",
+    "creator.mix_ratio": "[0,1]",
+    "creator.temperature": ">=0",
+    "creator.max_new_tokens": ">0",
+    "creator.max_prompt_chars": ">0",
+    "creator.near_dup_threshold": "[0,1]",
+    "creator.tree_width": ">0",
+    "creator.max_constraints": ">0",
+    "creator.start_round": ">0",
+    "solver.beta": ">0",
+    "solver.gamma": ">=0",
+    "solver.lam": ">=0",
+    "solver.nll_weight": ">=0",
+    "solver.label_smoothing": "[0,0.5)",  # robust DPO divides by 1 - 2 eps
+    "solver.min_margin": ">=0",
+    "solver.teacher_timeout_s": ">0",
+    "solver.sft_learning_rate": ">0",
+    "solver.sft_epochs": ">0",
+    "solver.learning_rate": ">0",
+    "solver.weight_decay": ">=0",
+    "solver.warmup_ratio": "[0,1]",
+    "solver.epochs": ">0",
+    "solver.batch_size": ">0",
+    "solver.grad_accum": ">0",
+    "solver.global_batch_size": ">0",
+    "solver.max_grad_norm": ">0",
+    "solver.max_length": ">0",
+    "solver.max_prompt_length": ">0",
+    "solver.save_every": ">=0",  # 0 = no mid-round checkpoints
+    "solver.max_pairs": ">0",
+    "solver.lora.r": ">0",
+    "solver.lora.alpha": ">0",
+    "solver.lora.dropout": "[0,1)",
+    "eval.temperature": ">=0",
+    "eval.max_new_tokens": ">0",
+    "online.steps": ">0",
+    "online.batch_prompts": ">0",
+    "online.buffer_size": ">0",
+    "online.ratio_evol": "[0,1]",
+    "online.evolve_top_fraction": "[0,1]",
+    "online.n_new": ">0",
+    "online.n_new_bootstrap": ">=0",
+    "online.kl_coef": ">=0",
+    "online.learning_rate": ">0",
+    "online.warmup_steps": ">=0",
+    "online.save_every": ">0",
+}
+
+# values of reward source `options` (reward.sources[i].options.<key>): (kind, range or choices). Which keys a
+# source reads is its own business (evarl.rewards.*: check_options); the values are checked here, before any
+# model is loaded, so that e.g. options.trust_remote_code: "false" can never turn the flag on.
+OPTION_SPECS: dict[str, tuple[str, str]] = {
+    "batch_size": ("int", ">0"),
+    "max_length": ("int", ">0"),
+    "head_index": ("int", ">=0"),
+    "concurrency": ("int", ">0"),
+    "timeout_s": ("number", ">0"),
+    "max_retries": ("int", ">=0"),
+    "temperature": ("number", ">=0"),
+    "top_p": ("number", "(0,1]"),
+    "max_new_tokens": ("int", ">0"),
+    "max_score": ("number", ">0"),
+    "min_valid": ("int", ">0"),
+    "seed": ("int", ">=0"),
+    "trust_remote_code": ("bool", ""),
+    "truncation_side": ("choice", "left|right"),
+    "dtype": ("choice", "auto|float32|bfloat16|float16"),
+    "endpoint": ("url", ""),
+    "endpoint_model": ("str", ""),
+    "api_key_env": ("str", ""),
+    "template": ("str", ""),
+    "tokenizer": ("str", ""),
+}
+
+
+def range_problem(path: str, value: float, spec: str) -> str | None:
+    """`path: must be ..., got value` when `value` is outside `spec` (see RANGES), else None."""
+    if spec == "any":
+        ok = math.isfinite(value)
+        want = "a finite number"
+    elif spec.startswith(">="):
+        ok, want = value >= float(spec[2:]), spec
+    elif spec.startswith(">"):
+        ok, want = value > float(spec[1:]), spec
+    else:
+        lo, hi = (float(x) for x in spec[1:-1].split(","))
+        ok = (lo <= value if spec[0] == "[" else lo < value) and (
+            value <= hi if spec[-1] == "]" else value < hi
+        )
+        want = f"in {spec.replace(',', ', ')}"
+    if ok:
+        return None
+    if not want.startswith(("in ", "a ")):
+        want = want.replace(">=", ">= ") if want.startswith(">=") else want.replace(">", "> ")
+    return f"{path}: must be {want}, got {value!r}"
+
+
+def _field_values(obj: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted path, RANGES key, value) of every int / float field, lists of dataclasses included."""
+    out: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        path = key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.extend(_field_values(value, path + "."))
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                for p, k, v in _field_values(item, f"{path}[{i}]."):
+                    out.append((p, k.replace(f"{path}[{i}].", f"{path}[i]."), v))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out.append((path, key, value))
+    return out
+
+
+def numeric_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """RANGES keys of every int / float field of the schema (a list of dataclasses counts as "[i]")."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out.extend(numeric_fields(typing.get_args(tp)[0], f"{prefix}{f.name}[i]."))
+        elif dataclasses.is_dataclass(tp):
+            out.extend(numeric_fields(tp, f"{prefix}{f.name}."))
+        elif any(a in (int, float) for a in args):
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def _option_problem(path: str, value: Any, kind: str, spec: str) -> str | None:
+    if kind == "bool":
+        return None if parse_bool(value) is not None else f"{path}: expected true/false, got {value!r}"
+    if kind in ("int", "number"):
+        bad = isinstance(value, bool) or not isinstance(value, int if kind == "int" else int | float)
+        if bad or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{path}: expected {'an integer' if kind == 'int' else 'a finite number'}, got {value!r}"
+        return range_problem(path, value, spec)
+    if not isinstance(value, str) or not value.strip():
+        return f"{path}: expected a non-empty string, got {value!r}"
+    if kind == "choice" and value not in spec.split("|"):
+        return f"{path}: must be one of {', '.join(spec.split('|'))}, got {value!r}"
+    if kind == "url":
+        return url_problem(path, value)
+    return None
+
+
+def url_problem(path: str, url: str) -> str | None:
+    """An endpoint base URL must be http(s)://host[:port][/path]; nothing is contacted."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        return f"{path}: {url!r} is not a valid URL ({e})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{path}: {url!r} is not an http(s)://host[:port]/... URL"
+    return None
+
+
+def _count_rows(path: str) -> int | None:
+    """Rows (non-blank lines) of a JSONL file; None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+
+
+def range_problems(cfg: RunConfig) -> list[str]:
+    """Every numeric field outside its range (RANGES), bad reward option values, endpoint URLs, and prompt counts
+    beyond what the default task can supply. No model is loaded and nothing is fetched."""
+    e: list[str] = []
+    for path, key, value in _field_values(cfg):
+        spec = RANGES.get(key)
+        if spec is None:
+            continue
+        problem = range_problem(path, value, spec)
+        if problem:
+            e.append(problem)
+    s = cfg.solver
+    if s.max_prompt_length >= s.max_length > 0:
+        e.append(
+            f"solver.max_prompt_length: must be < solver.max_length ({s.max_length}) so a response fits, "
+            f"got {s.max_prompt_length}"
+        )
+    for i, src in enumerate(cfg.reward.sources):
+        for key, value in src.options.items():
+            path = f"reward.sources[{i}].options.{key}"
+            if not isinstance(key, str):
+                e.append(f"{path}: option names are strings")
+            elif key in OPTION_SPECS:
+                problem = _option_problem(path, value, *OPTION_SPECS[key])
+                if problem:
+                    e.append(problem)
+    if cfg.generation.endpoint is not None:
+        problem = url_problem("generation.endpoint", cfg.generation.endpoint)
+        if problem:
+            e.append(problem)
+    e.extend(_count_problems(cfg))
+    e.extend(_missing_packages(cfg))
+    return e
+
+
+def _missing_packages(cfg: RunConfig) -> list[str]:
+    """Optional packages the config needs that are not installed (found without importing them)."""
+    import importlib.util
+
+    needs = []
+    if cfg.generation.backend == "vllm":
+        needs.append(("generation.backend", "vllm", "evarl[vllm]"))
+    if cfg.solver.lora.enabled:
+        needs.append(("solver.lora.enabled", "peft", "peft"))
+
+    def installed(module: str) -> bool:
+        if module in sys.modules:  # imported already (or a stand-in put there)
+            return True
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return [
+        f"{key}: needs the {module} package, which is not installed (pip install '{extra}')"
+        for key, module, extra in needs
+        if not installed(module)
+    ]
+
+
+def _count_problems(cfg: RunConfig) -> list[str]:
+    """Prompt counts against what the shipped default task holds (its sets are fixed). A user file is not
+    counted: `task.train_prompts` takes its first N rows, or all of them when it has fewer (docs/scale.md)."""
+    from evarl.tasks import default as default_task
+
+    t = cfg.task
+    e: list[str] = []
+    if t.name == "default" and t.train_prompts > (pool := default_task.train_pool_size()):
+        e.append(
+            f"task.train_prompts: the default task has {pool} training prompts, asked for {t.train_prompts}"
+        )
+    if not t.heldout_file and t.name == "default" and t.checkers in default_task.HELDOUT_FILES | {"all": ""}:
+        from importlib import resources
+
+        pools = list(default_task.HELDOUT_FILES) if t.checkers == "all" else [t.checkers]
+        data = resources.files("evarl") / "data"
+        counts = [_count_rows(str(data / default_task.HELDOUT_FILES[c])) or 0 for c in pools]
+        have = min(counts) * len(counts)
+        if t.heldout_prompts > have:
+            e.append(
+                f"task.heldout_prompts: the default task's held-out set ({t.checkers}) has {have} prompts, "
+                f"asked for {t.heldout_prompts}"
+            )
     return e

@@ -6,7 +6,7 @@ log-probs, evaluation) cut their prompts into fixed chunks of ``generation.chunk
 ``c`` is computed by rank ``c mod N`` with seeds derived from ``(seed, c)`` only. Results are gathered on every
 rank in chunk (= prompt) order, so N processes each do about 1/N of the work and produce the artifacts of a
 single-process run. A prompt's n sibling responses always travel in one chunk. Only rank 0 writes run files
-(``evarl.data_io`` writers are no-ops on other ranks) and every rank sees them after the stage's barrier.
+(``evarl.io`` writers are no-ops on other ranks) and every rank sees them after the stage's barrier.
 
 The same chunking is what a Ray executor dispatches to actors (the generation issue): only *who* computes a
 chunk changes, never what it contains or how it is seeded.
@@ -17,6 +17,7 @@ Device: ``device: auto`` is this process's CUDA device (``cuda:LOCAL_RANK``) whe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -205,6 +206,12 @@ def chunked(items: Sequence[T], size: int) -> list[list[T]]:
     if size < 1:
         raise ValueError(f"chunk size must be >= 1, got {size}")
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def stable_int(*parts: object) -> int:
+    """A 31-bit integer (a seed) from a key of any parts; stable across processes and runs (unlike hash())."""
+    key = "|".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def chunk_seed(seed: int, chunk: int) -> int:

@@ -32,17 +32,20 @@ Testing hook: ``EVARL_SOLVER_FAIL_AFTER_STEP=N`` raises :class:`SimulatedKill` r
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import json
 import math
 import os
 import random
+import re
+import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from evarl.errors import ResumeError
+from evarl.errors import ResumeError, TrainingDiverged
+from evarl.io import read_json, read_jsonl
 
 SUMMARY_FILE = "evarl_train_summary.json"
 FAIL_ENV = "EVARL_SOLVER_FAIL_AFTER_STEP"
@@ -182,6 +186,93 @@ def check_trackers(log_to: Sequence[str]) -> None:
                 f"solver.log_to[{i}]: {name!r} is listed but the {mod!r} package is not installed "
                 f"(`pip install {mod}` or `pip install evarl[tracking]`, or remove it from solver.log_to)"
             )
+
+
+def check_finite_step(
+    loss: float | None,
+    update: dict[str, float],
+    step: int,
+    kind: str,
+    state_dir: Path,
+    skip_nonfinite: bool = False,
+) -> None:
+    """Raise :class:`~evarl.errors.TrainingDiverged` when the (rank-reduced) loss of optimizer step ``step`` is
+    NaN or infinite, or its gradient norm was (``update`` from :meth:`Engine.step` says ``skipped``) and the
+    loop does not skip such steps (``skip_nonfinite``). Called before that step is logged or checkpointed, and
+    :meth:`Engine.step` never applies a non-finite gradient, so the last good checkpoint under ``state_dir`` and
+    every earlier artifact stay as they were; the message says where they are."""
+    if update.get("skipped") and skip_nonfinite:
+        return  # the loop skips such steps by design (reward models); the weights did not change
+    if loss is not None and not math.isfinite(loss):
+        what = f"the training loss became {loss}"
+    elif update.get("skipped"):
+        what = f"the gradient norm became {update.get('grad_norm')} (loss {loss})"
+    else:
+        return
+    last = Engine.latest_checkpoint(state_dir)
+    if last is not None:
+        kept = f"the last good checkpoint ({last}) and earlier artifacts are kept"
+    else:
+        kept = "no checkpoint was saved before it (save_every); earlier stages' artifacts are kept"
+    raise TrainingDiverged(
+        f"{kind}: {what} at optimizer step {step}; training stopped and nothing from "
+        f"that step was saved: {kept}. Lower the learning rate (solver.learning_rate) or check the inputs, "
+        "then rerun (a changed setting restarts this training from its inputs)"
+    )
+
+
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_OS_ERROR = re.compile(r"os error (\d+)")
+_LOW_FREE_BYTES = 64 << 20
+
+
+def storage_errno(exc: BaseException, target: Path) -> int | None:
+    """The errno of a full disk / file-size limit / quota behind a writer's own exception type, else None.
+
+    safetensors (Rust) reports ``... (os error 27)``; ``torch.save`` (C++) only says its write position is off,
+    so for a message without an errno the cause is read from the process: a finite ``RLIMIT_FSIZE`` (EFBIG) or
+    less than 64 MiB free where ``target`` lives (ENOSPC)."""
+    text = str(exc)
+    m = _OS_ERROR.search(text)
+    if m:
+        code = int(m.group(1))
+        return code if code in STORAGE_ERRNOS else None
+    for code in STORAGE_ERRNOS:
+        if os.strerror(code).lower() in text.lower():
+            return code
+    if not any(s in text for s in ("inline_container", "file write failed", "unexpected pos")):
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        return errno.EFBIG
+    folder = Path(target)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return errno.ENOSPC if shutil.disk_usage(folder).free < _LOW_FREE_BYTES else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def storage_errors(target: Path) -> Iterator[None]:
+    """Re-raise a full disk or a file-size limit met by a non-Python writer (torch.save, safetensors) as
+    ``OSError(errno, ..., target)``, which the CLI reports in one line (exit 2). The atomic writers around it
+    (``replace_dir``, the ``latest`` pointer) have already left the previous files as they were."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        code = storage_errno(e, Path(target))
+        if code is None:
+            raise
+        raise OSError(
+            code,
+            f"{os.strerror(code)} while saving (disk full or file-size limit); earlier checkpoints and artifacts "
+            "are kept: free space and rerun the same command to resume",
+            str(target),
+        ) from e
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -395,14 +486,17 @@ class Engine:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.s.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         finite = grad_norm is None or bool(torch.isfinite(torch.as_tensor(grad_norm)))
-        if finite or not self.s.skip_nonfinite:
+        # a non-finite gradient never reaches the weights (fp16: the loss scaler skips overflow steps itself and
+        # must see the call to lower its scale); the loop then skips on (skip_nonfinite) or stops (TrainingDiverged)
+        applied = finite or self.s.mixed_precision == "fp16"
+        if applied:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         out = {"lr": lr}
         if grad_norm is not None:
             out["grad_norm"] = round(float(grad_norm), 6)
-        if not finite and self.s.skip_nonfinite:
+        if not applied:
             out["skipped"] = 1
         return out
 
@@ -430,7 +524,7 @@ class Engine:
     ) -> None:
         """Resumable state after ``step`` optimizer steps, committed by replacing ``state_dir/latest``.
         ``extra(dir)`` writes a loop's own state (e.g. the online buffer) into the same directory on rank 0."""
-        from evarl.data_io import replace_dir
+        from evarl.io import replace_dir
 
         state_dir = Path(state_dir)
         final = state_dir / f"step-{step:07d}"
@@ -453,7 +547,7 @@ class Engine:
         elif self.is_main:
             from safetensors.torch import save_file
 
-            with replace_dir(final) as tmp:
+            with storage_errors(final), replace_dir(final) as tmp:
                 save_file(
                     {n: p.detach().contiguous().cpu() for n, p in _trainable(self.unwrap()).items()},
                     str(tmp / "trainable.safetensors"),
@@ -497,7 +591,7 @@ class Engine:
         d = self.latest_checkpoint(state_dir)
         if d is None:
             return None
-        meta = json.loads((d / "meta.json").read_text())
+        meta = read_json(d / "meta.json")
         if meta.get("fingerprint") != fingerprint:
             self.accelerator.print(
                 f"[evarl] {state_dir}: saved state is from different inputs; starting anew"
@@ -550,11 +644,11 @@ class Engine:
         self, final_dir: Path, write: Callable[[Any, dict[str, torch.Tensor] | None, Path], None]
     ) -> None:
         """Atomically write the final model on rank 0: ``write(unwrapped_model, full_state_dict, tmp_dir)``."""
-        from evarl.data_io import replace_dir
+        from evarl.io import replace_dir
 
         sd = self.full_state_dict()
         if self.is_main:
-            with replace_dir(final_dir) as tmp:
+            with storage_errors(final_dir), replace_dir(final_dir) as tmp:
                 write(self.unwrap(), sd, tmp)
         self.wait()
 
@@ -564,14 +658,27 @@ class Engine:
 
 
 def save_hf_model(
-    model: Any, state_dict: dict[str, torch.Tensor] | None, out: Path, tokenizer: Any = None
+    model: Any,
+    state_dict: dict[str, torch.Tensor] | None,
+    out: Path,
+    tokenizer: Any = None,
+    adapter_dir: Path | None = None,
 ) -> None:
     """``save_pretrained`` from the gathered full state dict; a PEFT model is merged first, so the next round loads
     a plain model. Under FSDP / ZeRO-3 the unwrapped model holds only shards: a PEFT model is then rebuilt on the
-    CPU from the gathered weights before merging."""
+    CPU from the gathered weights before merging. With ``adapter_dir`` (``solver.lora.save_adapter``) the unmerged
+    PEFT adapter is also saved there (atomically; loadable with ``peft.PeftModel.from_pretrained`` on the model
+    this training started from)."""
     if hasattr(model, "merge_and_unload"):
         if state_dict is not None and not _holds_full_weights(model, state_dict):
             model = _rebuild_peft_on_cpu(model, state_dict)
+        if adapter_dir is not None:
+            from evarl.io import replace_dir
+
+            with replace_dir(adapter_dir) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
         model = model.merge_and_unload()
         state_dict = None
     if hasattr(model, "config"):
@@ -645,7 +752,7 @@ def fit(
     out_dir = Path(out_dir)
     final = Path(final_dir) if final_dir is not None else out_dir / "model"
     if is_complete(final):
-        return json.loads((final / SUMMARY_FILE).read_text())
+        return read_json(final / SUMMARY_FILE)
     if not lengths:
         raise ValueError(f"{kind}: no training examples")
     check_trackers(settings.log_to)
@@ -686,13 +793,22 @@ def fit(
         elapsed_before = float(meta.get("seconds", 0.0))
         wandb_id = meta.get("wandb_id")
         if log_path.exists():
-            rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+            rows = read_jsonl(log_path)
         rows = [r for r in rows if r["step"] <= start]
     if engine.is_main:
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     cfg_dict = dataclasses.asdict(settings)
-    trackers = Trackers(settings.log_to, out_dir, cfg_dict, wandb_id) if engine.is_main else None
+    from evarl.tracking import active_tracker
+
+    # inside an evarl run the run's one tracker takes every step (global step over rounds); a standalone call
+    # (a reward model, a direct train_preference) keeps its own solver.log_to trackers
+    run_tracker = active_tracker() if engine.is_main else None
+    trackers = (
+        Trackers(settings.log_to, out_dir, cfg_dict, wandb_id)
+        if engine.is_main and run_tracker is None
+        else None
+    )
     fail_after = int(os.environ[FAIL_ENV]) if os.environ.get(FAIL_ENV) else None
     bar = None
     if progress and engine.is_main:
@@ -724,6 +840,9 @@ def fit(
                     acc[k] = acc.get(k, 0.0) + w * float(v)
             upd = engine.step()
             acc = engine.sum(acc)
+            check_finite_step(
+                acc.get("loss"), upd, g + 1, f"train {kind}", state_dir, settings.skip_nonfinite
+            )
             row = {"step": g + 1, "epoch": epoch, **{k: round(v, 6) for k, v in acc.items()}, **upd}
             rows.append(row)
             if log_file is not None:
@@ -731,6 +850,8 @@ def fit(
                 log_file.flush()
             if trackers is not None:
                 trackers.log(row)
+            if run_tracker is not None:
+                run_tracker.log_train(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(

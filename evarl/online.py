@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from evarl.config import ConfigError, RunConfig, validate_config
-from evarl.data_io import read_json, read_jsonl, write_json, write_jsonl
 from evarl.generation.base import SamplingParams
+from evarl.io import read_json, read_jsonl, write_json, write_jsonl
 from evarl.runs import Run
 from evarl.types import Completion, Prompt, Scored
 
@@ -87,11 +87,11 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.creator.informativeness import informativeness
     from evarl.creator.sampling import sample_prompts
     from evarl.dist import init, is_main, main_first, resolve_device
-    from evarl.engine import Engine, TrainSettings, content_hash, save_hf_model
+    from evarl.engine import Engine, TrainSettings, check_finite_step, content_hash, save_hf_model
     from evarl.eval.heldout import evaluate_heldout
     from evarl.generation.hf import HFGenerator
     from evarl.generation.sharded import ShardedGenerator
-    from evarl.loop import eval_stage, seed_stage
+    from evarl.loop import eval_stage, policy_with_chat_template, seed_stage
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from evarl.registry import LOSSES
     from evarl.rewards import build_reward
@@ -100,6 +100,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from evarl.solver.pairs import build_pairs
     from evarl.solver.rloo import rloo_loss
     from evarl.solver.trainer import build_policy
+    from evarl.tracking import heldout_metrics, open_run_tracker, track_round
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -109,11 +110,14 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if o.batch_prompts < w.size:
         raise ConfigError([f"online.batch_prompts: {o.batch_prompts} prompts cannot feed {w.size} processes"])
     r = Run(cfg).open()
+    tracker = open_run_tracker(cfg, r, is_main())  # one tracker run for the whole run (evarl.tracking)
     out = r.dir / "online"
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
     with main_first():
         base_path = resolve_model_path(cfg.model.path, cfg.model.gguf_file)
+        if cfg.model.chat_template:  # the policy tokenizer everywhere renders with it
+            base_path = policy_with_chat_template(cfg, base_path, r.dir)
     tok = load_tokenizer(base_path, cfg.model.trust_remote_code)
 
     seed_path, held_path = seed_stage(r, cfg)
@@ -147,6 +151,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             return eval_stage(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, r0)
 
         r.stage("round-000/eval", _base_eval, [r0 / "eval.json"])
+    track_round(r, tracker, 0)
 
     if not r.done("online/train"):
         engine = Engine(
@@ -203,8 +208,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 vgen.sync_weights(engine.unwrap().named_parameters())
             _truncate_jsonl(out / "steps.jsonl", start)
             _truncate_jsonl(out / "evolved.jsonl", start, key="online_step")
-        r.manifest["stages"].setdefault("online/train", {})["status"] = "running"
-        r._save()
+        r.mark_running("online/train")
         rank, nproc = engine.rank, engine.num_processes
         t0 = time.time()
         from tqdm import tqdm
@@ -324,9 +328,10 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     trained = True
             lr = engine.scheduler.get_last_lr()[0]
             if trained:
-                engine.step()  # clip, update, schedule
+                upd = engine.step()  # clip, update (never with a non-finite gradient), schedule
                 metrics = {**engine.mean({k: v for k, v in metrics.items() if k != "pairs"}),
                            **({"pairs": metrics["pairs"]} if "pairs" in metrics else {})}  # fmt: skip
+                check_finite_step(metrics.get("loss"), upd, s, f"online {o.solver}", state)
                 if vgen is not None:  # push the update to the sampler and check it took
                     metrics["logp_gap"] = _sync_sampler(vgen, engine.unwrap(), tok, batch, outs, g)
             model.eval()
@@ -371,6 +376,7 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             if is_main():
                 with open(out / "steps.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
+            tracker.log_online(row)  # online/... against the step (process 0 only)
             bar.set_postfix(phase=ph, reward=f"{row['mean_reward'] or 0:.3f}", buffer=len(buffer))
             if s % o.save_every == 0 or s == o.steps:
                 rows = buffer.to_rows()
@@ -382,15 +388,11 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 )
 
         final = out / "model"
-        engine.save_model(final, lambda m, sd, tmp: save_hf_model(m, sd, tmp, tok))
-        entry = r.manifest["stages"]["online/train"]
+        adapter = out / "adapter" if sc.lora.enabled and sc.lora.save_adapter else None
+        engine.save_model(final, lambda m, sd, tmp: save_hf_model(m, sd, tmp, tok, adapter))
         steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
-        entry.update(
-            status="done",
-            seconds=round(time.time() - t0, 2),
-            counts={"steps": len(steps), "buffer": len(buffer)},
-        )
-        r._save()
+        counts = {"steps": len(steps), "buffer": len(buffer)}
+        r.finish("online/train", counts, time.time() - t0, [final])  # a deleted model/ is noticed on reopen
         engine.close()
         del model, gen, ref
 
@@ -403,6 +405,15 @@ def run_online(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             return eval_stage(evaluate_heldout, gen, heldout, reward_for(gen), eval_params, out)
 
         r.stage("online/eval", _final_eval, [out / "eval.json"])
+    if tracker.backends:  # the trained policy's held-out numbers as round 1 (round 0: the base policy)
+        r.stage(
+            "online/track",
+            lambda: {"logged": tracker.log_round(1, {"heldout": heldout_metrics(out / "eval.json")})},
+        )
+    tracker.close()
+    from evarl.model_card import finish_model
+
+    finish_model(r, cfg, final, log=_log)  # <run>/model/ with its model card (and the upload)
     steps = read_jsonl(out / "steps.jsonl") if (out / "steps.jsonl").exists() else []
     base = r.dir / "round-000" / "eval.json"
     summary = {

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from evarl.creator.evolve.common import fill, load_template, stable_int
+from evarl.dist import stable_int
 from evarl.generation.base import Generator, SamplingParams
+from evarl.io import fill_template, load_template
 from evarl.types import Prompt
 
 ASPECTS = ("complexity", "quality")
@@ -54,7 +55,7 @@ def score_texts(
     out: list[dict[str, int | None]] = [{} for _ in texts]
     for aspect in ASPECTS:
         template = load_template(aspect, "scoring")
-        convs = [[{"role": "user", "content": fill(template, t)}] for t in texts]
+        convs = [[{"role": "user", "content": fill_template(template, prompt=t)}] for t in texts]
         if not convs:
             continue
         params = SamplingParams(

@@ -30,9 +30,9 @@ from evarl.eval.ifeval import (
     ifeval_metrics,
     per_instruction_accuracy,
 )
-from evarl.eval.io import write_json, write_jsonl
-from evarl.eval.stats import pearson, reward_stats
+from evarl.eval.stats import mean_interval, pearson, ratio_interval, reward_stats
 from evarl.generation.base import Generator, SamplingParams
+from evarl.io import write_json, write_jsonl
 from evarl.rewards.base import RewardSource
 from evarl.types import Completion, Prompt
 
@@ -46,6 +46,47 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
         return info
     except (TypeError, ValueError):
         return {k: v if isinstance(v, int | float | str | bool | None) else repr(v) for k, v in info.items()}
+
+
+def prompt_level(
+    completions: list[Completion], rewards: list[float | None], checks: list[list[Any]]
+) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, Any]]]:
+    """Per-prompt numbers (the mean over a prompt's samples) and the intervals over prompts.
+
+    per_prompt[prompt_id] = {"reward", "prompt_strict", "prompt_loose"} (None where undefined) is what paired
+    comparisons between rounds read (keyed by prompt id, so two rounds pair up prompt by prompt)."""
+    by: dict[str, list[int]] = {}
+    for i, c in enumerate(completions):
+        by.setdefault(c.prompt_id, []).append(i)
+    per_prompt: dict[str, dict[str, float | None]] = {}
+    inst: dict[str, tuple[float, float, float]] = {}  # strict passes, loose passes, instructions
+    for pid, idx in by.items():
+        rs = [rewards[i] for i in idx if rewards[i] is not None]
+        row: dict[str, float | None] = {"reward": sum(rs) / len(rs) if rs else None}
+        cks = [checks[i] for i in idx if checks[i]]
+        for key in ("strict", "loose"):
+            row[f"prompt_{key}"] = (
+                sum(all(getattr(x, key) for x in ck) for ck in cks) / len(cks) if cks else None
+            )
+        if cks:
+            inst[pid] = (
+                sum(x.strict for ck in cks for x in ck),
+                sum(x.loose for ck in cks for x in ck),
+                sum(len(ck) for ck in cks),
+            )
+        per_prompt[pid] = row
+
+    def col(key: str) -> list[float]:
+        return [float(v[key]) for v in per_prompt.values() if v[key] is not None]
+
+    intervals: dict[str, dict[str, Any]] = {"mean_reward": mean_interval(col("reward"))}
+    if inst:
+        intervals["prompt_strict"] = mean_interval(col("prompt_strict"))
+        intervals["prompt_loose"] = mean_interval(col("prompt_loose"))
+        s_, l_, n_ = zip(*inst.values())
+        intervals["inst_strict"] = ratio_interval(s_, n_)
+        intervals["inst_loose"] = ratio_interval(l_, n_)
+    return per_prompt, intervals
 
 
 def evaluate_heldout(
@@ -103,7 +144,7 @@ def evaluate_heldout(
             ],
         )
         rows.append(row)
-    write_jsonl(out_dir / GENERATIONS_FILE, rows)
+    write_jsonl(out_dir / GENERATIONS_FILE, rows, sort_keys=True)
 
     rewards = [None if r.failed else float(r.score) for r in results]
     failed = [bool(r.failed) for r in results]
@@ -118,6 +159,7 @@ def evaluate_heldout(
         ifeval["benchmark"] = benchmark_label(checks)
         if "+" in ifeval["benchmark"]:  # a mix of IFEval and IFBench checkers: each one's numbers too
             ifeval["by_benchmark"] = by_benchmark(checks)
+    per_prompt, intervals = prompt_level(completions, rewards, checks)
     heldout = {
         "mean_reward": rs["mean"],
         "reward_std": rs["std"],
@@ -130,6 +172,10 @@ def evaluate_heldout(
         "truncated": sum(1 for c in completions if c.finish_reason == "length"),
         "reward_length_pearson": pearson([rewards[i] for i in ok], [lengths[i] for i in ok]),  # type: ignore[misc]
         "reward_stats": rs,
+        # 95% bootstrap intervals over prompts ({"mean", "lo", "hi", "n"}); instruction-level accuracies
+        # resample prompts too (their instructions stay together)
+        "intervals": intervals,
+        "per_prompt": per_prompt,
         "ifeval_by_instruction": per_instruction_accuracy(checks) if has_constraints else None,
         "n_prompts": len(prompts),
         "samples_per_prompt": params.n,
@@ -144,5 +190,5 @@ def evaluate_heldout(
         "reward": getattr(reward, "name", type(reward).__name__),
     }
     result = {"heldout": heldout}
-    write_json(out_dir / EVAL_FILE, result)
+    write_json(out_dir / EVAL_FILE, result, sort_keys=True)
     return result

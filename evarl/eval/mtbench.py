@@ -9,6 +9,12 @@ reasoning, coding in MT-Bench) get them in the judge prompt, as FastChat's refer
 
 The rating is parsed as FastChat does: `[[x]]`, falling back to `[x]`; a reply without one, or a value
 outside 1-10, is a parse failure (flagged, counted, excluded from every average; FastChat stores -1).
+
+The shipped templates are evarl's paraphrases, labelled as such in the output. FastChat's own judge prompts are
+used when the user gives their copy of `fastchat/llm_judge/data/judge_prompts.jsonl` (`FastChatPrompts`, read in
+FastChat's format): `single-v1` for turn 1, `single-v1-multi-turn` for turn 2, and for the categories FastChat
+grades against a reference (math, reasoning, coding) `single-math-v1` / `single-math-v1-multi-turn` with the
+question's reference answers, each sent as FastChat sends it (its system prompt, then the filled template).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from evarl.eval.io import MTBenchQuestion, fill_template, load_template
+from evarl.eval.formats import MTBenchQuestion
+from evarl.eval.stats import mean_interval
 from evarl.generation.base import Generator, SamplingParams
+from evarl.io import DataError, fill_template, iter_jsonl, load_template
 
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_FALLBACK = re.compile(r"\[(\d+\.?\d*)\]")
@@ -55,6 +63,43 @@ def parse_rating(text: str, low: float = 1.0, high: float = 10.0) -> float | Non
         return None
     value = float(found[-1])
     return value if low <= value <= high else None
+
+
+# FastChat's llm_judge: categories graded against reference answers
+NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
+FASTCHAT_NAMES = ("single-v1", "single-v1-multi-turn", "single-math-v1", "single-math-v1-multi-turn")
+
+
+@dataclass
+class FastChatPrompts:
+    """FastChat's single-answer judge prompts, by name: (system_prompt, prompt_template)."""
+
+    prompts: dict[str, tuple[str, str]]
+    source: str
+
+    @classmethod
+    def from_jsonl(cls, path: str) -> FastChatPrompts:
+        """Read FastChat's ``judge_prompts.jsonl`` (rows with name, type, system_prompt, prompt_template)."""
+        found: dict[str, tuple[str, str]] = {}
+        for line, row in iter_jsonl(path):
+            name = row.get("name")
+            if name not in FASTCHAT_NAMES:
+                continue  # pairwise prompts and others are not used for single-answer grading
+            for key in ("system_prompt", "prompt_template"):
+                if not isinstance(row.get(key), str):
+                    raise DataError(f"{path}:{line}: {key}: expected a string in judge prompt {name!r}")
+            found[name] = (row["system_prompt"], row["prompt_template"])
+        missing = [n for n in FASTCHAT_NAMES if n not in found]
+        if missing:
+            raise DataError(f"{path}: FastChat judge prompts {missing} not found (names are matched exactly)")
+        return cls(found, f"FastChat judge_prompts.jsonl {path}")
+
+    def conversation(self, name: str, **fields: str) -> list[dict[str, str]]:
+        system, template = self.prompts[name]
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": fill_template(template, **fields)},
+        ]
 
 
 def answer_mtbench(
@@ -105,17 +150,36 @@ def grade_mtbench(
     params: SamplingParams | None = None,
     single_template: str | None = None,
     multi_template: str | None = None,
+    fastchat: FastChatPrompts | None = None,
 ) -> list[TurnGrade]:
-    """Grade turn 1 and turn 2 of every question (questions with one turn get one grade), one batched call."""
+    """Grade turn 1 and turn 2 of every question (questions with one turn get one grade), one batched call.
+
+    With ``fastchat`` the prompts are FastChat's own (see the module docstring); otherwise evarl's templates."""
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
-    single = single_template or load_template("mtbench_single", SINGLE_SLOTS)
-    multi = multi_template or load_template("mtbench_multiturn", MULTI_SLOTS)
+    single = single_template or load_template("mtbench_single", "eval", SINGLE_SLOTS)
+    multi = multi_template or load_template("mtbench_multiturn", "eval", MULTI_SLOTS)
     params = params or SamplingParams(n=1, temperature=0.0, max_new_tokens=256)
     convs, keys = [], []
     for q, a in zip(questions, answers):
         if a.question_id != q.question_id:
             raise ValueError(f"answers out of order: question {q.question_id} vs answer {a.question_id}")
+        if fastchat is not None:
+            ref = q.category in NEED_REF_CATS and bool(q.reference)
+            refs = {f"ref_answer_{i + 1}": r for i, r in enumerate(q.reference or [])}
+            convs.append(
+                fastchat.conversation(
+                    "single-math-v1" if ref else "single-v1", question=q.turns[0], answer=a.turns[0], **refs
+                )
+            )
+            keys.append((q, 1))
+            if len(q.turns) >= 2 and len(a.turns) >= 2:
+                name = "single-math-v1-multi-turn" if ref else "single-v1-multi-turn"
+                turns = {"question_1": q.turns[0], "answer_1": a.turns[0]}
+                turns.update(question_2=q.turns[1], answer_2=a.turns[1])
+                convs.append(fastchat.conversation(name, **turns, **refs))
+                keys.append((q, 2))
+            continue
         note, block = _reference(q, 1)
         prompt = fill_template(
             single, question=q.turns[0], answer=a.turns[0], reference_note=note, reference_block=block
@@ -169,4 +233,8 @@ def mtbench_metrics(grades: Sequence[TurnGrade]) -> dict[str, Any]:
         out[f"turn_{t}"] = mean(by_turn[t])
         out[f"n_failed_turn_{t}"] = sum(1 for g in grades if g.turn == t and (g.failed or g.score is None))
     out["categories"] = {c: mean(v) for c, v in sorted(by_cat.items())}
+    # 95% bootstrap intervals over graded turns ({"mean", "lo", "hi", "n"})
+    out["intervals"] = {"avg": mean_interval([g.score for g in ok])}  # type: ignore[misc]
+    for t in turns:
+        out["intervals"][f"turn_{t}"] = mean_interval(by_turn[t])
     return out

@@ -288,3 +288,63 @@ def length_correlation(
             table.setdefault(f"[{lo}, {hi})", []).append(c)
         out["by_mean_length"] = {k: {"mean": float(np.mean(v)), "n": len(v)} for k, v in table.items()}
     return out
+
+
+# ------------------------------------------------------------------ ranking metrics with intervals
+
+
+RANKING_METRICS = ("pairwise_accuracy", "five_best", "exact_match", "top1", "spearman", "kendall_tau")
+
+
+def _ranking_values(
+    pred: Sequence[Sequence[float]], ref: Sequence[Sequence[float]], max_score: float | None
+) -> dict[str, tuple[float, int]]:
+    """metric -> (value, n) over the given groups (n: pairs, perfect scores or prompts, as each metric counts)."""
+    pa, em, t1 = pairwise_order_accuracy(pred, ref), exact_match(pred, ref), top1_accuracy(pred, ref)
+    out: dict[str, tuple[float, int]] = {
+        "pairwise_accuracy": (float(pa["accuracy"]), int(pa["n_pairs"])),
+        "exact_match": (float(em["accuracy"]), int(em["n_prompts"])),
+        "top1": (float(t1["accuracy"]), int(t1["n_prompts"])),
+    }
+    rc = rank_correlations(pred, ref)
+    n_def = int(rc["n_prompts"]) - int(rc["n_undefined"])
+    out["spearman"] = (float(rc["spearman"]), n_def)
+    out["kendall_tau"] = (float(rc["kendall_tau"]), n_def)
+    if max_score is not None:
+        fb = five_best(pred, ref, max_score)
+        out["five_best"] = (float(fb["accuracy"]), int(fb["n_perfect"]))
+    return out
+
+
+def ranking_report_with_intervals(
+    pred: Sequence[Sequence[float]],
+    ref: Sequence[Sequence[float]],
+    max_score: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Seed 002 Table 2's reward-modelling metrics against a reference ranking, each as {"value", "n", "lo", "hi"}:
+    pairwise accuracy (n = reference-ordered pairs), 5-best % (n = responses scored a perfect `max_score`; only
+    with `max_score`), exact ordering match, top-1 (n = prompts), Spearman and Kendall tau-b (mean over prompts
+    where defined; n = those prompts). The interval is a seeded percentile bootstrap over prompts (groups are
+    resampled whole, so within-prompt pairs stay together); NaN values of a resample are skipped."""
+    _check_groups(pred, ref)
+    point = _ranking_values(pred, ref, max_score)
+    k = len(pred)
+    boots: dict[str, list[float]] = {m: [] for m in point}
+    if k and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        for _ in range(n_boot):
+            idx = rng.integers(0, k, size=k)
+            vals = _ranking_values([pred[i] for i in idx], [ref[i] for i in idx], max_score)
+            for m, (v, _) in vals.items():
+                if math.isfinite(v):
+                    boots[m].append(v)
+    out: dict[str, Any] = {"n_prompts": k, "confidence": 1 - alpha, "bootstrap_samples": n_boot, "seed": seed}
+    for m, (v, n) in point.items():
+        lo = hi = None
+        if boots[m] and math.isfinite(v):
+            lo, hi = (float(x) for x in np.quantile(boots[m], [alpha / 2, 1 - alpha / 2]))
+        out[m] = {"value": v if math.isfinite(v) else None, "n": n, "lo": lo, "hi": hi}
+    return out

@@ -103,3 +103,86 @@ def bootstrap_ci(
         return None
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def mean_interval(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> dict:
+    """Mean of ``values`` with its n and a 95% percentile-bootstrap interval: {"mean", "lo", "hi", "n"}.
+
+    For per-prompt values (one number per held-out prompt) this is the interval over prompts. Empty input gives
+    None fields; one value gives a degenerate interval.
+    """
+    a = np.asarray([float(v) for v in values], dtype=float)
+    if a.size == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    ci = bootstrap_ci(a, n_boot=n_boot, seed=seed)
+    lo, hi = ci if ci is not None else (None, None)
+    return {"mean": float(a.mean()), "lo": lo, "hi": hi, "n": int(a.size)}
+
+
+def ratio_interval(
+    successes: Sequence[float], totals: Sequence[float], seed: int = 0, n_boot: int = 2000
+) -> dict:
+    """sum(successes) / sum(totals) with a 95% interval from a bootstrap over clusters (rows).
+
+    IFEval's instruction-level accuracy is such a ratio: a prompt (cluster) holds several instructions, so the
+    prompts, not the instructions, are resampled. Returns {"mean", "lo", "hi", "n"} with n the number of clusters.
+    """
+    s = np.asarray(successes, dtype=float)
+    t = np.asarray(totals, dtype=float)
+    keep = t > 0
+    s, t = s[keep], t[keep]
+    if s.size == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    ci = bootstrap_ci(np.stack([s, t], axis=1), lambda m: m[:, 0].sum() / m[:, 1].sum(), n_boot, seed)
+    lo, hi = ci if ci is not None else (None, None)
+    return {"mean": float(s.sum() / t.sum()), "lo": lo, "hi": hi, "n": int(s.size)}
+
+
+def paired_difference(
+    new: dict[str, float], old: dict[str, float], seed: int = 0, n_boot: int = 2000
+) -> dict:
+    """Mean of new[k] - old[k] over the keys both hold (paired by prompt), with a 95% bootstrap interval.
+
+    Returns {"diff", "lo", "hi", "n", "excludes_zero"}: ``excludes_zero`` says whether the interval excludes
+    "no change" (None when there is no interval).
+    """
+    keys = sorted(set(new) & set(old))
+    d = [float(new[k]) - float(old[k]) for k in keys]
+    m = mean_interval(d, seed, n_boot)
+    lo, hi = m["lo"], m["hi"]
+    excl = None if lo is None else bool(lo > 0 or hi < 0)
+    return {"diff": m["mean"], "lo": lo, "hi": hi, "n": m["n"], "excludes_zero": excl}
+
+
+def fmt_interval(m: dict | None, digits: int = 3, key: str = "mean") -> str:
+    """'0.412 [0.301, 0.522] (n=24)' for a mean_interval / ratio_interval / paired_difference dict."""
+    if not m or m.get(key) is None:
+        return "-"
+    v = f"{m[key]:+.{digits}f}" if key == "diff" else f"{m[key]:.{digits}f}"
+    if m.get("lo") is None:
+        return f"{v} (n={m.get('n', 0)})"
+    return f"{v} [{m['lo']:.{digits}f}, {m['hi']:.{digits}f}] (n={m['n']})"
+
+
+def hierarchical_bootstrap(
+    groups: Sequence[Sequence[float]], seed: int = 0, n_boot: int = 2000, alpha: float = 0.05
+) -> dict:
+    """Mean over groups of items (e.g. seeds x prompts) with a two-level percentile bootstrap interval.
+
+    Each replicate resamples the groups (seeds) with replacement, then the items (prompts) within each drawn
+    group, and takes the mean of the group means; the interval therefore carries both the seed-to-seed and the
+    prompt-to-prompt variation. Returns {"mean", "lo", "hi", "n_groups", "n_items"} (n_items: the items of all
+    groups); None fields when there is no item.
+    """
+    gs = [np.asarray([float(v) for v in g], dtype=float) for g in groups if len(g)]
+    n_items = int(sum(g.size for g in gs))
+    if not gs:
+        return {"mean": None, "lo": None, "hi": None, "n_groups": 0, "n_items": 0}
+    point = float(np.mean([g.mean() for g in gs]))
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot, dtype=float)
+    for b in range(n_boot):
+        pick = rng.integers(0, len(gs), size=len(gs))
+        reps[b] = np.mean([gs[i][rng.integers(0, gs[i].size, size=gs[i].size)].mean() for i in pick])
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return {"mean": point, "lo": float(lo), "hi": float(hi), "n_groups": len(gs), "n_items": n_items}

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from evarl.eval.io import fill_template, load_template
+from evarl.errors import EndpointError
 from evarl.eval.stats import bootstrap_ci
 from evarl.generation.base import Generator, SamplingParams
+from evarl.io import fill_template, load_template
 
 TEMPLATE_SLOTS = ("instruction", "output_a", "output_b")
 _LABEL = re.compile(r"\boutput\s*\(\s*([ab])\s*\)", re.IGNORECASE)
@@ -94,7 +95,7 @@ def judge_pairwise(
         raise ValueError(
             f"{n} instructions, {len(model_outputs)} model outputs, {len(baseline_outputs)} baseline outputs"
         )
-    tpl = template if template is not None else load_template("pairwise", TEMPLATE_SLOTS)
+    tpl = template if template is not None else load_template("pairwise", "eval", TEMPLATE_SLOTS)
     params = params or SamplingParams(n=1, temperature=0.0, max_new_tokens=16)
     ids = list(ids) if ids is not None else [str(i) for i in range(n)]
     convs = []
@@ -104,6 +105,10 @@ def judge_pairwise(
                 [{"role": "user", "content": fill_template(tpl, instruction=ins, output_a=a, output_b=bb)}]
             )
     outs = judge.generate(convs, params) if convs else []
+    errors = sum(1 for o in outs if o and o[0].finish_reason == "error")
+    if convs and errors == len(convs):  # not one verdict came back: no win rate, a failed evaluation
+        last = getattr(judge, "last_error", None) or "no reason given"
+        raise EndpointError(f"judge: all {errors} requests failed; last error: {last}")
     judgements = []
     for i in range(n):
         raw1, raw2 = outs[2 * i][0].text, outs[2 * i + 1][0].text

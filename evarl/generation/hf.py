@@ -2,7 +2,10 @@
 `hf-static` (transformers `generate` on static batches, kept as the reference and for models without a KV-cache
 forward).
 
-The chat template is rendered here, once, with the model's own tokenizer.
+The chat template is rendered once per prompt, with the model's own tokenizer (`evarl.chat.render_chat`), and
+a prompt longer than ``max_prompt_tokens`` is fitted by the one truncation policy the trainer uses too
+(`evarl.truncation.encode_prompt`: oldest turns and the start of the instruction go, the system prompt, role
+tokens, the instruction's end and the assistant header stay).
 
 `hf`: prompts sorted by length into batches, each prompt prefilled once and its KV cache shared by its n samples,
 finished samples leave the batch; sample j of prompt i draws from its own generator seeded from
@@ -14,23 +17,17 @@ Device: the model stays where it was loaded (`from_path(..., device=...)`, see `
 CPU) and each batch's input tensors are moved to the model's device. dtype ``auto`` (generation only) is
 bfloat16 on a CUDA device with bf16 support or on a CPU with native bf16 (AVX512-BF16 / AMX), else float32
 (:func:`generation_dtype`). Generation stops on the tokenizer's EOS, the model's generation-config EOS ids and
-the chat template's end-of-turn token (`evarl.solver.logprobs.end_of_turn_id`, e.g. Gemma's `<end_of_turn>`).
+the chat template's end-of-turn token (`evarl.chat.end_of_turn_id`, e.g. Gemma's `<end_of_turn>`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from evarl.chat import end_of_turn_id
 from evarl.generation.base import GenOutput, SamplingParams
 from evarl.registry import BACKENDS
-
-
-def render_chat(tokenizer: Any, conversation: list[dict[str, str]]) -> str:
-    """The one place a chat template is applied for generation."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    # plain LMs without a template: concatenate turns
-    return "\n\n".join(m["content"] for m in conversation) + "\n\n"
+from evarl.truncation import encode_prompt
 
 
 def cpu_has_native_bf16() -> bool:
@@ -99,21 +96,13 @@ class StaticHFGenerator:
         out: list[list[GenOutput]] = []
         was_training = self.model.training
         self.model.eval()
-        old_side = tok.padding_side
-        tok.padding_side = "left"
         eos_ids = self._eos_ids()
         try:
             for b, start in enumerate(range(0, len(conversations), per_batch)):
                 chunk = conversations[start : start + per_batch]
-                texts = [render_chat(tok, c) for c in chunk]
-                enc = tok(
-                    texts,
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_prompt_tokens,
-                    add_special_tokens=False,
-                ).to(device)
+                enc = _left_padded(
+                    [encode_prompt(tok, c, self.max_prompt_tokens) for c in chunk], tok, device
+                )
                 torch.manual_seed(params.seed * 100_003 + b)
                 sample = params.temperature > 0
                 kwargs: dict[str, Any] = dict(
@@ -146,15 +135,11 @@ class StaticHFGenerator:
                         row.append(GenOutput(text, n_tok, "stop" if finished else "length"))
                     out.append(row)
         finally:
-            tok.padding_side = old_side
             if was_training:
                 self.model.train()
         return out
 
     def _eos_ids(self) -> list[int]:
-        # imported here: evarl.solver.logprobs imports this module (render_chat)
-        from evarl.solver.logprobs import end_of_turn_id
-
         ids = set()
         tok = self.tokenizer
         if tok.eos_token_id is not None:
@@ -187,8 +172,7 @@ class HFGenerator(StaticHFGenerator):
         if not _has_kv_forward(self.model):  # e.g. a scripted stand-in: only generate() is available
             return super().generate(conversations, params)
         tok = self.tokenizer
-        texts = [render_chat(tok, c) for c in conversations]
-        enc = tok(texts, truncation=True, max_length=self.max_prompt_tokens, add_special_tokens=False)
+        prompt_ids = [encode_prompt(tok, c, self.max_prompt_tokens) for c in conversations]
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         was_training = self.model.training
         self.model.eval()
@@ -196,7 +180,7 @@ class HFGenerator(StaticHFGenerator):
             with torch.inference_mode():
                 gen = decode(
                     self.model,
-                    [list(x) for x in enc["input_ids"]],
+                    prompt_ids,
                     params.n,
                     params.temperature,
                     params.top_p,
@@ -220,6 +204,18 @@ class HFGenerator(StaticHFGenerator):
             ]
             for row in gen
         ]
+
+
+def _left_padded(prompt_ids: list[list[int]], tok: Any, device: Any) -> dict[str, Any]:
+    """``input_ids`` / ``attention_mask`` tensors of prompts left-padded to the longest, on ``device``."""
+    import torch
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = int(pad if pad is not None else 0)
+    width = max(len(x) for x in prompt_ids)
+    ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in prompt_ids], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompt_ids], dtype=torch.long)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
 def _has_kv_forward(model: Any) -> bool:

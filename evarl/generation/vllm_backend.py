@@ -17,11 +17,11 @@ directory, ``dtype`` = ``generation.dtype`` or ``model.dtype``, ``trust_remote_c
 ``seed`` (= ``generation.vllm_seed``) from ``generation.*``, and ``enable_sleep_mode=True``.
 
 Prompts. Each conversation is rendered once with the policy's own Hugging Face tokenizer and chat template and
-tokenised without adding special tokens (:func:`evarl.solver.logprobs.encode_prompt`, the very ids the trainer
+tokenised without adding special tokens (:func:`evarl.truncation.encode_prompt`, the very ids the trainer
 puts in front of a response), then handed to vLLM as ``{"prompt_token_ids": ids}``. vLLM never sees text, so a
 template that writes ``<bos>`` itself (Gemma) gets exactly one BOS, and sampler and trainer condition on the
 same ids. Generation stops on the tokenizer's EOS and the template's end-of-turn token
-(:func:`evarl.solver.logprobs.end_of_turn_id`, e.g. Gemma's ``<end_of_turn>``). Prompt i of a call is seeded with
+(:func:`evarl.chat.end_of_turn_id`, e.g. Gemma's ``<end_of_turn>``). Prompt i of a call is seeded with
 ``params.seed * 1_000_003 + i``, so a resumed stage repeats its chunks (vLLM's per-request seeded sampling).
 
 Memory around training (offline loop). :meth:`VLLMGenerator.release` puts the engine to sleep (level 2: weights
@@ -49,8 +49,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from evarl.chat import end_of_turn_id
 from evarl.generation.base import GenOutput, SamplingParams
 from evarl.registry import BACKENDS
+from evarl.truncation import encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +280,6 @@ class VLLMGenerator:
     # ------------------------------------------------------------------ sampling
 
     def _stop_ids(self) -> list[int]:
-        from evarl.solver.logprobs import end_of_turn_id  # lazy: evarl.solver imports evarl.generation
-
         ids = {self.tokenizer.eos_token_id, end_of_turn_id(self.tokenizer)}
         return sorted(int(i) for i in ids if i is not None)
 
@@ -292,9 +292,8 @@ class VLLMGenerator:
 
     def encode(self, conversations: list[list[dict[str, str]]], max_new_tokens: int = 0) -> list[list[int]]:
         """Prompt token ids: the chat template rendered once with the policy's tokenizer, no special tokens
-        added, left-truncated to the prompt budget (the trainer's :func:`~evarl.solver.logprobs.encode_prompt`)."""
-        from evarl.solver.logprobs import encode_prompt
-
+        added, fitted to the prompt budget by the one truncation policy (the trainer's
+        :func:`~evarl.truncation.encode_prompt`: oldest turns first, template and generation header kept)."""
         budget = self.prompt_budget(max_new_tokens)
         return [list(encode_prompt(self.tokenizer, c, budget)) for c in conversations]
 

@@ -125,7 +125,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
-    from evarl.data_io import replace_dir
+    from evarl.io import replace_dir
 
     with replace_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

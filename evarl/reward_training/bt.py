@@ -10,7 +10,7 @@ schedule, data order, accumulation, clipping, mixed precision, multi-process, ch
 save); this module keeps the pair batches and the BT loss. An update whose gradient norm is not finite is
 skipped and logged (``skipped``).
 
-Deviations: encoder backbones are mean-pooled (see `evarl.reward_training.models`); inputs longer than
+Deviations: encoder backbones are mean-pooled (see `evarl.models.scalar_rm`); inputs longer than
 `max_length` are truncated on the left so the response end survives, and the count is reported. The text is
 rendered exactly as the `classifier` reward source renders it at scoring time (`rm_text`), so a trained model
 scores the loop's responses the way it was trained.
@@ -18,13 +18,13 @@ scores the loop's responses the way it was trained.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evarl.io import read_jsonl, write_json
 from evarl.reward_training.data import PreferenceRow, load_preferences
 
 
@@ -128,7 +128,7 @@ def train_bt(
 
     from evarl.engine import content_hash, fit
     from evarl.models.loading import load_tokenizer, resolve_model_path
-    from evarl.reward_training.models import ScalarRewardModel
+    from evarl.models.scalar_rm import ScalarRewardModel
 
     if epochs < 1 or batch_size < 1 or lr <= 0 or max_length < 8:
         raise ValueError("train_bt: need epochs >= 1, batch_size >= 1, lr > 0, max_length >= 8")
@@ -241,8 +241,8 @@ def save_with_metrics(work: Path, save: Callable[[Any, Path], Any]) -> Callable[
         if state_dict is not None:  # FSDP / ZeRO-3: put the gathered weights back before saving
             model.load_state_dict(state_dict, strict=False)
         save(model, d)
-        (d / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-        (d / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(d / SUMMARY_NAME, summary)
+        write_json(d / SUMMARY_FILE, summary)
         log = work / "train_log.jsonl"
         if log.exists():
             shutil.copyfile(log, d / "train_log.jsonl")
@@ -257,7 +257,7 @@ def finish_metrics(
     from evarl.dist import is_main
 
     log_path = Path(out_dir) / "train_log.jsonl"
-    log = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.exists() else []
+    log = read_jsonl(log_path) if log_path.exists() else []
     m = {k: v for k, v in summary.items() if not k.startswith(("final_", "mean_"))}
     m.update(kind=kind, train_loss_first=log[0]["loss"] if log else None,
              train_loss_last=log[-1]["loss"] if log else None)  # fmt: skip

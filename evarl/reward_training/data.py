@@ -11,13 +11,14 @@ Every problem is reported with file and line ("prefs.jsonl:17: missing field 'ch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evarl.io import DataError, iter_jsonl, write_jsonl
 
-class PreferenceDataError(ValueError):
+
+class PreferenceDataError(DataError):
     """A malformed preference file; the message names the file and line."""
 
 
@@ -83,18 +84,15 @@ def load_preferences(path: str | Path) -> list[PreferenceRow]:
     if not p.exists():
         raise PreferenceDataError(f"{p}: preference file does not exist")
     rows: list[PreferenceRow] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p.name}:{lineno}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PreferenceDataError(f"{where}: not valid JSON ({e.msg})") from e
-            row = parse_row(d, where)
+    try:
+        for lineno, d in iter_jsonl(p):
+            row = parse_row(d, f"{p.name}:{lineno}")
             row.line = lineno
             rows.append(row)
+    except PreferenceDataError:
+        raise
+    except DataError as e:  # the record reader's `file:line: not valid JSON`, as this file's error
+        raise PreferenceDataError(str(e)) from None
     if not rows:
         raise PreferenceDataError(f"{p}: no preference rows")
     return rows
@@ -102,18 +100,17 @@ def load_preferences(path: str | Path) -> list[PreferenceRow]:
 
 def write_preferences(path: str | Path, rows: list[PreferenceRow], conversational: bool = True) -> None:
     """Write rows in TRL's explicit-prompt format (conversational by default)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
-        for r in rows:
-            if conversational:
-                d: dict[str, Any] = {
-                    "prompt": r.prompt,
-                    "chosen": [{"role": "assistant", "content": r.chosen}],
-                    "rejected": [{"role": "assistant", "content": r.rejected}],
-                }
-            else:
-                d = {"prompt": r.prompt[-1]["content"], "chosen": r.chosen, "rejected": r.rejected}
-            if r.subset:
-                d["subset"] = r.subset
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if conversational:
+            d: dict[str, Any] = {
+                "prompt": r.prompt,
+                "chosen": [{"role": "assistant", "content": r.chosen}],
+                "rejected": [{"role": "assistant", "content": r.rejected}],
+            }
+        else:
+            d = {"prompt": r.prompt[-1]["content"], "chosen": r.chosen, "rejected": r.rejected}
+        if r.subset:
+            d["subset"] = r.subset
+        out.append(d)
+    write_jsonl(path, out)

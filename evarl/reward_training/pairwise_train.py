@@ -16,13 +16,13 @@ own chat template, and `evarl_pairwise.json` records the template and labels nex
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from pathlib import Path
 from typing import Any
 
+from evarl.io import write_json
 from evarl.reward_training.bt import finish_metrics, rm_settings, save_with_metrics, work_dir
 from evarl.reward_training.data import PreferenceRow, load_preferences
 
@@ -76,8 +76,9 @@ def train_pairwise(
     import torch.nn.functional as F
 
     from evarl.engine import content_hash, fit
+    from evarl.io import load_template
     from evarl.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
-    from evarl.rewards.judge import conversation_text, load_template
+    from evarl.rewards.judge import conversation_text
     from evarl.rewards.pairwise import DEFAULT_TEMPLATE, META_FILE, PLACEHOLDERS, PairwiseReward
 
     if epochs < 1 or batch_size < 1 or lr <= 0 or max_length < 16:
@@ -87,7 +88,7 @@ def train_pairwise(
     rows = load_preferences(train_file)
     eval_rows = load_preferences(eval_file) if eval_file else []
     tok = load_tokenizer(path, trust_remote_code)
-    tmpl = template or load_template(DEFAULT_TEMPLATE, PLACEHOLDERS, "pairwise")
+    tmpl = template or load_template(DEFAULT_TEMPLATE, "pairwise", PLACEHOLDERS)
     # both orders of every pair are rendered once; a pair that fits in neither is left out (counted)
     renderer = PairwiseReward(None, tok, tmpl, labels, batch_size=max(1, batch_size), max_length=max_length)
     label_ids = renderer.label_ids
@@ -138,7 +139,7 @@ def train_pairwise(
     def save(model: Any, d: Path) -> None:
         model.save_pretrained(d, safe_serialization=True)
         tok.save_pretrained(d)
-        (d / META_FILE).write_text(json.dumps({"template": tmpl, "labels": list(labels)}, indent=2) + "\n")
+        write_json(d / META_FILE, {"template": tmpl, "labels": list(labels)})
 
     work = work_dir(out_dir)
     summary = fit(

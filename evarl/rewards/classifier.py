@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evarl.chat import has_chat_template, render_template
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
 from evarl.rewards.combine import (
@@ -40,9 +41,9 @@ from evarl.types import Prompt, RewardResult
 
 def rm_text(tokenizer: Any, messages: list[dict[str, str]], response: str) -> tuple[str, bool]:
     """(text, add_special_tokens): the conversation in the RM's own chat template, or a plain join."""
-    if getattr(tokenizer, "chat_template", None):
+    if has_chat_template(tokenizer):
         conv = [*messages, {"role": "assistant", "content": response}]
-        return tokenizer.apply_chat_template(conv, tokenize=False), False
+        return render_template(tokenizer, conv, add_generation_prompt=False), False
     return conversation_text(messages) + "\n\n" + response, True
 
 
@@ -56,7 +57,7 @@ def load_reward_model(
     """(model, tokenizer) for an evarl scalar RM directory or any AutoModelForSequenceClassification (also a
     remote-code one such as ArmoRM when `trust_remote_code`), on `device` (None = CPU) in `dtype`."""
     from evarl.models.loading import load_tokenizer, placement_kwargs, resolve_dtype
-    from evarl.reward_training.models import ScalarRewardModel, is_scalar_reward_model
+    from evarl.models.scalar_rm import ScalarRewardModel, is_scalar_reward_model
 
     try:
         dt = resolve_dtype(dtype, device)

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from evarl.config import RewardConfig, RewardSourceConfig
+from evarl.config import RewardConfig, RewardSourceConfig, parse_bool
 from evarl.registry import REWARDS
 from evarl.rewards.base import RewardSource
 from evarl.types import Prompt, RewardResult
@@ -44,8 +44,19 @@ def check_options(source: str, options: dict[str, Any], allowed: set[str]) -> No
 
 def source_trust_remote_code(cfg: RewardSourceConfig) -> bool:
     """Whether a source may run its model's own code: the source's `trust_remote_code` field (read with
-    getattr so configs from before the field existed still work) or the older `options.trust_remote_code`."""
-    return bool(getattr(cfg, "trust_remote_code", False)) or bool(cfg.options.get("trust_remote_code", False))
+    getattr so configs from before the field existed still work) or the older `options.trust_remote_code`.
+    Both are read strictly (evarl.config.parse_bool): "false", "no" or "0" never turn it on, and anything that
+    is not a flag is a RewardBuildError."""
+    flags = []
+    for where, value in (
+        ("trust_remote_code", getattr(cfg, "trust_remote_code", False)),
+        ("options.trust_remote_code", cfg.options.get("trust_remote_code", False)),
+    ):
+        flag = parse_bool(value)
+        if flag is None:
+            raise RewardBuildError(f"reward source {cfg.name!r}: {where}: expected true/false, got {value!r}")
+        flags.append(flag)
+    return any(flags)
 
 
 def check_single_sample(source: str, cfg: RewardSourceConfig) -> None:
@@ -54,6 +65,30 @@ def check_single_sample(source: str, cfg: RewardSourceConfig) -> None:
         raise RewardBuildError(
             f"reward source {source!r}: `samples` applies to judge only, got {cfg.samples}"
         )
+
+
+UNITS = ("chars", "tokens")  # of |y| in the length penalty and the `length` source
+
+
+def response_length(responses: list[str], unit: str, tokenizer: Any = None) -> list[int]:
+    """|y| for each response, in characters or tokens (no special tokens)."""
+    if unit == "chars":
+        return [len(r) for r in responses]
+    if unit == "tokens":
+        if tokenizer is None:
+            raise RewardBuildError("length unit 'tokens' needs a tokenizer")
+        if not responses:
+            return []
+        ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+        return [len(x) for x in ids]
+    raise RewardBuildError(f"length unit must be one of {', '.join(UNITS)}, got {unit!r}")
+
+
+def needs_policy_tokenizer(reward: RewardConfig) -> bool:
+    """Token-length shaping (reward.length_unit or a `length` source in tokens) measures with the policy's tokenizer."""
+    return reward.length_unit == "tokens" or any(
+        s.name == "length" and s.mode == "tokens" for s in reward.sources
+    )
 
 
 class FunctionReward:
@@ -135,8 +170,6 @@ class CombinedReward:
         length_unit: str = "chars",
         tokenizer: Any = None,
     ) -> None:
-        from evarl.rewards.length import response_length
-
         if not sources:
             raise RewardBuildError("reward.sources: at least one reward source is needed")
         if length_penalty < 0:
@@ -153,8 +186,6 @@ class CombinedReward:
         }
 
     def score(self, prompts: list[Prompt], responses: list[str]) -> list[RewardResult]:
-        from evarl.rewards.length import response_length
-
         n = len(responses)
         if len(prompts) != n:
             raise ValueError(f"score(): {len(prompts)} prompts but {n} responses")

@@ -28,6 +28,7 @@ from typing import Any
 
 from evarl.config import RewardSourceConfig
 from evarl.generation.base import Generator, SamplingParams
+from evarl.io import load_template
 from evarl.registry import REWARDS
 from evarl.rewards.combine import RewardBuildError, check_options, source_trust_remote_code
 from evarl.types import Prompt, RewardResult
@@ -88,23 +89,6 @@ def conversation_text(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"{m.get('role', 'user').capitalize()}: {m.get('content', '')}" for m in turns)
 
 
-def load_template(name_or_path: str, placeholders: tuple[str, ...], kind: str) -> str:
-    """A meta-prompt from a file path or a name under evarl/prompts/<kind>/, checked for its placeholders."""
-    p = Path(name_or_path).expanduser()
-    if not p.exists():
-        p = Path(__file__).resolve().parent.parent / "prompts" / kind / f"{name_or_path}.txt"
-    if not p.exists():
-        shipped = sorted(x.stem for x in (p.parent).glob("*.txt"))
-        raise RewardBuildError(f"{kind} template {name_or_path!r} not found (shipped: {', '.join(shipped)})")
-    text = p.read_text().rstrip("\n")
-    missing = [ph for ph in placeholders if "{" + ph + "}" not in text]
-    if missing:
-        raise RewardBuildError(
-            f"{p}: template lacks placeholder(s) {', '.join('{' + m + '}' for m in missing)}"
-        )
-    return text
-
-
 def fill(template: str, **values: str) -> str:
     """Replace {name} placeholders in one pass (user text containing braces is left alone)."""
     rx = re.compile("|".join(re.escape("{" + k + "}") for k in values))
@@ -138,7 +122,7 @@ class JudgeReward:
         if samples > 1 and temperature == 0:
             raise RewardBuildError("judge: samples > 1 with temperature 0 would average identical samples")
         self.generator = generator
-        self.template = template or load_template(DEFAULT_TEMPLATE, ("instruction", "response"), "judge")
+        self.template = template or load_template(DEFAULT_TEMPLATE, "judge", ("instruction", "response"))
         self.params = SamplingParams(
             n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
         )
@@ -213,7 +197,7 @@ class JudgeReward:
             )
             role = "teacher"
         template = load_template(
-            str(o.get("template", DEFAULT_TEMPLATE)), ("instruction", "response"), "judge"
+            str(o.get("template", DEFAULT_TEMPLATE)), "judge", ("instruction", "response")
         )
         return cls(
             gen,

@@ -12,24 +12,8 @@ from typing import Any
 
 from evarl.config import RewardSourceConfig
 from evarl.registry import REWARDS
-from evarl.rewards.combine import RewardBuildError, check_options, check_single_sample
+from evarl.rewards.combine import UNITS, RewardBuildError, check_options, check_single_sample, response_length
 from evarl.types import Prompt, RewardResult
-
-UNITS = ("chars", "tokens")
-
-
-def response_length(responses: list[str], unit: str, tokenizer: Any = None) -> list[int]:
-    """|y| for each response, in characters or tokens (no special tokens)."""
-    if unit == "chars":
-        return [len(r) for r in responses]
-    if unit == "tokens":
-        if tokenizer is None:
-            raise RewardBuildError("length unit 'tokens' needs a tokenizer")
-        if not responses:
-            return []
-        ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
-        return [len(x) for x in ids]
-    raise RewardBuildError(f"length unit must be one of {', '.join(UNITS)}, got {unit!r}")
 
 
 @REWARDS.register("length")

@@ -24,14 +24,15 @@ code runs only with the source's `trust_remote_code: true` (or the older `option
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evarl.chat import has_chat_template, render_template
 from evarl.config import RewardSourceConfig
+from evarl.io import load_template, read_json
 from evarl.registry import REWARDS
 from evarl.rewards.combine import (
     RewardBuildError,
@@ -39,7 +40,7 @@ from evarl.rewards.combine import (
     check_single_sample,
     source_trust_remote_code,
 )
-from evarl.rewards.judge import conversation_text, fill, load_template
+from evarl.rewards.judge import conversation_text, fill
 from evarl.types import Prompt, RewardResult
 
 DEFAULT_TEMPLATE = "rlhflow"
@@ -62,10 +63,8 @@ def label_token_ids(tokenizer: Any, labels: tuple[str, str]) -> tuple[int, int]:
 def render_pair(tokenizer: Any, template: str, context: str, a: str, b: str) -> str:
     """The preference model's input up to (not including) the label token."""
     user = fill(template, context=context, response_a=a, response_b=b)
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-        )
+    if has_chat_template(tokenizer):
+        return render_template(tokenizer, [{"role": "user", "content": user}], add_generation_prompt=True)
     return user + "\n"
 
 
@@ -86,7 +85,7 @@ class PairwiseReward:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.template = template or load_template(DEFAULT_TEMPLATE, PLACEHOLDERS, "pairwise")
+        self.template = template or load_template(DEFAULT_TEMPLATE, "pairwise", PLACEHOLDERS)
         self.labels = labels
         self.label_ids = label_token_ids(tokenizer, labels)
         self.batch_size = batch_size
@@ -108,7 +107,7 @@ class PairwiseReward:
         p = Path(path)
         labels: tuple[str, str] = ("A", "B")
         if (p / META_FILE).exists():
-            meta = json.loads((p / META_FILE).read_text())
+            meta = read_json(p / META_FILE)
             template = template or meta.get("template")
             labels = tuple(meta.get("labels", labels))  # type: ignore[assignment]
         try:
@@ -136,7 +135,7 @@ class PairwiseReward:
             raise RewardBuildError("pairwise: `model` must name a preference-model directory or hub id")
         from evarl.models.loading import resolve_model_path
 
-        template = load_template(str(o["template"]), PLACEHOLDERS, "pairwise") if o.get("template") else None
+        template = load_template(str(o["template"]), "pairwise", PLACEHOLDERS) if o.get("template") else None
         return cls.from_path(
             resolve_model_path(cfg.model),
             template=template,

@@ -1,14 +1,16 @@
 """Tokenisation of (prompt, response) with the policy's chat template, and response-only sequence log-probs.
 
 Tokenisation. The prompt messages are rendered with the tokenizer's chat template and
-``add_generation_prompt=True`` (:func:`evarl.generation.hf.render_chat`, the same text the generator saw), the
+``add_generation_prompt=True`` (:func:`evarl.chat.render_chat`, the same text the generator saw), the
 response is tokenised *separately* and followed by the chat template's end-of-turn token
-(:func:`end_of_turn_id`: SmolLM2/ChatML ``<|im_end|>``, which is also its EOS; Gemma ``<end_of_turn>``, which
+(:func:`evarl.chat.end_of_turn_id`: SmolLM2/ChatML ``<|im_end|>``, which is also its EOS; Gemma ``<end_of_turn>``, which
 is not): the token that ends an assistant turn in the template, and where generation stops. Tokenising the two parts separately avoids
 the prompt-is-not-a-prefix problem of tokenising ``prompt + response`` as one string (BPE merges across the
 boundary; TRL warns about it).
-Truncation: the prompt keeps its *last* ``max_prompt_length`` tokens (so the assistant header survives), then
-the response keeps its first ``max_length - len(prompt)`` tokens.
+Truncation: the prompt is fitted to ``max_prompt_length`` tokens by the one policy every generation backend
+uses too (:func:`evarl.truncation.encode_prompt`: oldest turns and the beginning of the instruction go; BOS,
+system prompt, role tokens, the instruction's end and the assistant header stay), then the response keeps its
+first ``max_length - len(prompt)`` tokens.
 
 Log-probs. ``sum_t log pi(y_t | x, y_<t)`` over response tokens only. The decoder runs once over the padded
 batch; the LM head is applied only to the hidden states that predict a response token (prompt and padding
@@ -33,7 +35,6 @@ dtype is the model's own; log-softmax runs in float32.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,9 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from evarl.generation.hf import render_chat
+from evarl.chat import end_of_turn_id
 from evarl.models.loading import device_of
+from evarl.truncation import encode_prompt
 from evarl.types import Pair
 
 # Rows of hidden states projected through the LM head at once (x vocab x 4 bytes of float32 logits).
@@ -62,71 +64,9 @@ class EncodedPair:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
 
-# A reply no chat template rewrites (no surrounding whitespace, nothing a template would strip or escape).
-_REPLY_MARKER = "evarlreplymarker7q"
-# tokenizer -> (chat_template, eos_token_id, end-of-turn id); weak keys: a tokenizer's entry dies with it, and
-# the template and EOS are part of the value so that editing either recomputes it
-_EOT_CACHE: weakref.WeakKeyDictionary[Any, tuple[Any, Any, int | None]] = weakref.WeakKeyDictionary()
-
-
-def _is_special(tokenizer: Any, token_id: int) -> bool:
-    if token_id in set(getattr(tokenizer, "all_special_ids", None) or ()):
-        return True
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    tok = added.get(token_id)
-    return bool(getattr(tok, "special", False))
-
-
-def _find_end_of_turn(tokenizer: Any) -> int | None:
-    eos = tokenizer.eos_token_id
-    if not getattr(tokenizer, "chat_template", None):
-        return eos
-    conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _REPLY_MARKER}]
-    try:
-        text = tokenizer.apply_chat_template(conv, tokenize=False)
-    except Exception:  # a template that rejects this conversation: keep the tokenizer's EOS
-        return eos
-    if not isinstance(text, str) or _REPLY_MARKER not in text:
-        return eos
-    after = text[text.rindex(_REPLY_MARKER) + len(_REPLY_MARKER) :]
-    ids = tokenizer(after, add_special_tokens=False)["input_ids"]
-    for t in ids:
-        if _is_special(tokenizer, int(t)):
-            return int(t)
-        if tokenizer.decode([t]).strip():
-            break  # plain text right after the reply: the template has no end-of-turn token of its own
-    return eos
-
-
-def end_of_turn_id(tokenizer: Any) -> int | None:
-    """The token that ends an assistant turn in ``tokenizer``'s chat template, else its EOS id.
-
-    Found by rendering a short user/assistant conversation and taking the first special token right after the
-    reply (whitespace in between is skipped): ``<|im_end|>`` for ChatML (SmolLM2, where it is also the EOS),
-    ``<end_of_turn>`` for Gemma, ``<|eot_id|>`` for Llama 3. Cached per tokenizer.
-    """
-    key = (getattr(tokenizer, "chat_template", None), tokenizer.eos_token_id)
-    try:
-        hit = _EOT_CACHE.get(tokenizer)
-    except TypeError:  # not weak-referenceable / hashable: compute every time
-        return _find_end_of_turn(tokenizer)
-    if hit is not None and hit[:2] == key:
-        return hit[2]
-    eot = _find_end_of_turn(tokenizer)
-    _EOT_CACHE[tokenizer] = (*key, eot)
-    return eot
-
-
-def encode_prompt(tokenizer: Any, messages: list[dict[str, str]], max_prompt_length: int) -> list[int]:
-    """Prompt ids with the chat template and generation prompt, left-truncated to ``max_prompt_length``."""
-    text = render_chat(tokenizer, messages)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids[-max_prompt_length:] if len(ids) > max_prompt_length else ids
-
-
 def encode_response(tokenizer: Any, response: str, budget: int) -> list[int]:
-    """Response ids + the end-of-turn token (:func:`end_of_turn_id`), keeping the first ``budget`` tokens (at
-    least one)."""
+    """Response ids + the end-of-turn token (:func:`evarl.chat.end_of_turn_id`), keeping the first ``budget``
+    tokens (at least one)."""
     ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
     eot = end_of_turn_id(tokenizer)
     if eot is not None:

@@ -23,6 +23,10 @@ does not change when other prompts are added or removed.
 SPPO: when a :class:`Scored` row carries ``components["win_prob"]`` (P(y > pi_t) from a pairwise preference
 model), it is copied into ``Pair.meta["chosen_win_prob"]`` / ``["rejected_win_prob"]`` for the ``sppo`` loss.
 
+On disk (``round-00t/pairs.jsonl``) each pair is a row of TRL's conversational preference format (see
+:class:`evarl.types.Pair`): ``trl.DPOTrainer`` trains on the file as is, and ``evarl export`` writes it as
+Parquet or a ``datasets`` folder.
+
 Also :func:`teacher_demo_pairs` (seed 002 §3.3, teacher-demonstration alignment): the teacher's response is
 chosen, the student's own response rejected.
 """

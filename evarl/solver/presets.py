@@ -17,6 +17,9 @@ settings", which follows the original settings of ORPO (Hong et al. 2024), SimPO
     max prompt length         1024    1024    1024    512
     optimizer                 adamw   adamw   adamw   rmsprop
 
+``sppo`` also sets ``reference: previous``: SPPO's update rule measures log(pi/pi_t) against the iterate
+pi_t that generated the round's responses, not against pi_0 (eva's SPPO arm follows it).
+
 Two more presets come from the other settings the seeds report:
 
 * ``dpo-nll``: the ``dpo`` column with the length-normalised NLL term of seed 001 Tables 13-15 (eva's RPO recipe,
@@ -43,6 +46,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from typing import Any
+
+from evarl.registry import SOLVER_PRESETS
 
 _COMMON = {"warmup_ratio": 0.1, "max_length": 2048, "max_prompt_length": 1024, "optimizer": "adamw"}
 
@@ -86,6 +91,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 1024,
         "max_prompt_length": 512,
         "optimizer": "rmsprop",
+        # SPPO's update (Wu et al. 2024, arXiv:2405.00675, Eq. 4.7) regresses log(pi/pi_t) towards
+        # eta (P(y > pi_t) - 1/2): the reference is the current iterate pi_t, the policy the round starts from
+        "reference": "previous",
     },
     "dpo-nll": {
         **_COMMON,
@@ -138,3 +146,9 @@ def apply_preset(cfg: Any, explicit: Collection[str] | None = None) -> Any:
     if effective is not None and settable("global_batch_size") and settable("grad_accum"):
         updates["global_batch_size"] = effective
     return dataclasses.replace(cfg, **updates)
+
+
+for (
+    _name
+) in PRESETS:  # each name maps to the function that applies it (evarl.config imports no solver module)
+    SOLVER_PRESETS.register(_name)(apply_preset)

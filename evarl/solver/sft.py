@@ -19,15 +19,14 @@ examples (token-weighted within a micro-batch).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from evarl.data_io import DataError, iter_jsonl
 from evarl.engine import SUMMARY_FILE, content_hash, model_is_complete
+from evarl.io import DataError, iter_jsonl, read_json
 from evarl.solver.logprobs import collate_sequences, encode_prompt, encode_response, response_logps
 from evarl.solver.trainer import train_policy
 
@@ -44,10 +43,17 @@ def _check_messages(msgs: Any, where: str, field: str) -> list[dict[str, str]]:
     out = []
     for j, m in enumerate(msgs):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(f"{where}: field '{field}[{j}]': expected {{'role', 'content'}}")
+            missing = (
+                "a message object" if not isinstance(m, dict) else "role" if "role" not in m else "content"
+            )
+            raise DataError(
+                f"{where}: field '{field}[{j}]': missing {missing} (expected {{'role', 'content'}})"
+            )
         if m["role"] not in ("system", "user", "assistant"):
             raise DataError(f"{where}: field '{field}[{j}].role': unknown role {m['role']!r}")
-        out.append({"role": m["role"], "content": str(m["content"])})
+        if not isinstance(m["content"], str) or not m["content"].strip():
+            raise DataError(f"{where}: field '{field}[{j}].content': empty {m['role']} turn")
+        out.append({"role": m["role"], "content": m["content"]})
     return out
 
 
@@ -60,8 +66,6 @@ def sft_example_from_row(row: dict[str, Any], where: str = "example") -> SFTExam
             raise DataError(f"{where}: field 'messages': no assistant turn to train on")
         if not any(m["role"] == "user" for m in msgs[:last]):
             raise DataError(f"{where}: field 'messages': no user turn before the last assistant turn")
-        if not msgs[last]["content"].strip():
-            raise DataError(f"{where}: field 'messages[{last}].content': empty assistant turn")
         return SFTExample(msgs[:last], msgs[last]["content"])
     if "prompt" in row and "completion" in row:
         p = row["prompt"]
@@ -107,7 +111,7 @@ def train_sft(
 
     done = Path(out_dir) / "model"
     if model_is_complete(done):  # a finished stage: nothing to tokenise or train
-        return json.loads((done / SUMMARY_FILE).read_text())
+        return read_json(done / SUMMARY_FILE)
     exs = [
         e if isinstance(e, SFTExample) else sft_example_from_row(e, f"examples[{i}]")
         for i, e in enumerate(examples)

@@ -15,7 +15,6 @@ The reference model is never loaded here: its log-probs come precomputed (``ref_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from evarl.engine import (
     model_is_complete,
     save_hf_model,
 )
+from evarl.io import read_json, write_json
 from evarl.solver.logprobs import (
     collate_pairs,
     collate_pairs_shared,
@@ -95,12 +95,13 @@ def build_policy(model_path: str, cfg: Any, trust_remote_code: bool = False) -> 
     return model
 
 
-def save_policy(tokenizer: Any) -> Any:
-    """The engine's save function for a causal-LM policy: merged HF model + tokenizer + the summary."""
+def save_policy(tokenizer: Any, adapter_dir: Path | None = None) -> Any:
+    """The engine's save function for a causal-LM policy: merged HF model + tokenizer + the summary (and the
+    unmerged LoRA adapter in ``adapter_dir`` when given)."""
 
     def save(model: Any, state_dict: Any, out: Path, summary: dict[str, Any]) -> None:
-        save_hf_model(model, state_dict, out, tokenizer)
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        save_hf_model(model, state_dict, out, tokenizer, adapter_dir)
+        write_json(out / SUMMARY_FILE, summary)
 
     return save
 
@@ -129,13 +130,23 @@ def train_policy(
         lengths=lengths,
         batch_fn=batch_fn,
         step_fn=step_fn,
-        save_fn=save_policy(tokenizer),
+        save_fn=save_policy(tokenizer, _adapter_dir(cfg, Path(out_dir))),
         out_dir=Path(out_dir),
         seed=seed,
         progress=progress,
         fingerprint={"model": str(model_path), "cfg": _solver_fields(cfg), "data": data_hash},
         summary_extra=summary_extra,
         device=device,
+    )
+
+
+def _adapter_dir(cfg: Any, out_dir: Path) -> Path | None:
+    """``out_dir/adapter`` (next to ``out_dir/model``) when ``solver.lora.save_adapter`` asks for the adapter."""
+    lora = getattr(cfg, "lora", None)
+    return (
+        out_dir / "adapter"
+        if lora is not None and lora.enabled and getattr(lora, "save_adapter", False)
+        else None
     )
 
 
@@ -189,7 +200,7 @@ def train_preference(
 
     done = Path(out_dir) / "model"
     if model_is_complete(done):  # a finished stage: nothing to tokenise or train
-        return json.loads((done / SUMMARY_FILE).read_text())
+        return read_json(done / SUMMARY_FILE)
     loss_fn = get_loss(cfg.loss)
     need_ref = bool(getattr(loss_fn, "needs_reference", True))
     if need_ref and ref_logps is None:

@@ -11,10 +11,12 @@ format/length constraint) are kept apart here.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from typing import Any
 
+from evarl.registry import CHECKER_POOLS
 from evarl.types import Constraint
 
 POOLS = ("ifeval", "ifbench", "all")
@@ -132,6 +134,10 @@ def pool_samplers(pool: str = "ifeval") -> dict[str, Callable[[random.Random], d
     if pool == "all":
         return {**SAMPLERS, **IFBENCH_SAMPLERS}
     raise ValueError(f"task.checkers: must be one of {', '.join(POOLS)}, got {pool!r}")
+
+
+for _pool in POOLS:  # `task.checkers` is validated against these names (evarl.config imports no task module)
+    CHECKER_POOLS.register(_pool)(functools.partial(pool_samplers, _pool))
 
 
 def _conflicts() -> dict[str, set[str]]:

@@ -32,7 +32,7 @@ def nltk_data_dir() -> Path:
 
 def _write_dir(target: Path, files: dict[str, str]) -> None:
     """Write `files` into a fresh directory renamed to `target` (a reader never sees half a model)."""
-    from evarl.data_io import replace_dir
+    from evarl.io import replace_dir
 
     with replace_dir(target) as tmp:
         for name, text in files.items():

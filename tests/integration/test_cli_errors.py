@@ -38,7 +38,7 @@ def test_missing_model_path(tmp_path: Path, capsys) -> None:
         ),
     ],
 )
-def test_bad_prompt_file_names_line_and_keeps_finished_work(
+def test_bad_prompt_file_names_line_and_is_refused_before_the_run(
     tmp_path: Path, tiny_model_dir: Path, capsys, lines, expect
 ) -> None:
     data = tmp_path / "train.jsonl"
@@ -52,11 +52,9 @@ def test_bad_prompt_file_names_line_and_keeps_finished_work(
         "name=r",
     ]
     rc, err = _run(args, capsys)
-    assert rc == 2 and expect in err
-    # the run directory and its manifest survive; the failing stage is not marked done
-    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
-    assert manifest["stages"]["seed"]["status"] == "running"
-    assert (tmp_path / "r" / "config.yaml").exists()
+    assert rc == 2 and expect in err and "task.train_file" in err
+    # the prompt file is read by validation, before any model loads or the run directory exists
+    assert not (tmp_path / "r").exists()
 
 
 def test_changed_config_on_existing_run_is_refused(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:

@@ -26,6 +26,7 @@ def test_one_round_on_smollm2(tmp_path: Path) -> None:
             "reward.length_penalty=0.001",  # breaks ties between equally verified responses
             "solver.batch_size=2",
             "solver.max_length=192",
+            "solver.max_prompt_length=96",
             "eval.max_new_tokens=24",
         ],
     )

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import torch
 
+from evarl.chat import end_of_turn_id, render_chat
 from evarl.generation.base import SamplingParams
-from evarl.generation.hf import HFGenerator, render_chat
+from evarl.generation.hf import HFGenerator
 from evarl.models.loading import load_tokenizer
-from evarl.solver.logprobs import encode_pair, encode_response, end_of_turn_id
+from evarl.solver.logprobs import encode_pair, encode_response
 
 GEMMA_TEMPLATE = (
     "{% for message in messages %}"

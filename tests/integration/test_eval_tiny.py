@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from evarl.eval.formats import MTBenchQuestion
 from evarl.eval.heldout import evaluate_heldout
-from evarl.eval.io import MTBenchQuestion
 from evarl.eval.mtbench import answer_mtbench, grade_mtbench, mtbench_metrics
 from evarl.eval.winrate import judge_pairwise, summarize_judgements
 from evarl.generation.base import SamplingParams

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from evarl.chat import render_chat
 from evarl.generation.base import SamplingParams
-from evarl.generation.hf import HFGenerator, StaticHFGenerator, generation_dtype, render_chat
+from evarl.generation.hf import HFGenerator, StaticHFGenerator, generation_dtype
 from evarl.registry import BACKENDS
 
 

@@ -65,7 +65,7 @@ def test_run_with_ifeval_and_ifbench_checkers(tmp_path: Path, tiny_model_dir: Pa
         "generation": {"n": 2, "max_new_tokens": 8, "temperature": 1.0, "batch_size": 16},
         "task": {"train_prompts": 8, "heldout_prompts": 4, "checkers": "all"},
         "creator": {"methods": ["constraint"], "num_evolutions": 2, "sample_fraction": 0.5},
-        "solver": {"batch_size": 2, "epochs": 1, "max_length": 128},
+        "solver": {"batch_size": 2, "epochs": 1, "max_length": 128, "max_prompt_length": 64},
         "eval": {"max_new_tokens": 8},
     }
     path = tmp_path / "ifmix.yaml"

@@ -73,6 +73,7 @@ def _config(tmp: Path, model: Path, name: str) -> Path:
             "epochs": 1,
             "save_every": 1,
             "max_length": 128,
+            "max_prompt_length": 64,
             "learning_rate": 1e-3,
         },  # fmt: skip
         "reward": {"length_penalty": 0.01},  # breaks ties, so there are pairs to train on
@@ -115,8 +116,13 @@ def _assert_same_round(a: Path, b: Path) -> None:
 
 
 def _files(run: Path) -> set[str]:
-    """Files of a run directory, the plots (named after the run) with the name taken out."""
-    return {str(p.relative_to(run)).replace(f"/{run.name}-", "/RUN-") for p in run.rglob("*") if p.is_file()}
+    """Files of a run directory, the plots (named after the run) with the name taken out; the TensorBoard
+    event files (named by time, host and process id; written by rank 0 only) are left out."""
+    return {
+        str(p.relative_to(run)).replace(f"/{run.name}-", "/RUN-")
+        for p in run.rglob("*")
+        if p.is_file() and p.relative_to(run).parts[0] != "tensorboard"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +145,29 @@ def test_two_processes_give_the_single_process_round(two_runs: dict) -> None:
     assert s2["processes"] == 2 and s2["global_batch"] == 2 and s2["steps"] >= 2
 
 
+def _kill_workers(cfg: Path) -> None:
+    """SIGKILL every process whose command line names ``cfg`` and wait until they are gone: torchrun starts its
+    workers in sessions of their own, so killing the launcher's group leaves them running (and writing into the
+    run directory, whose lock they hold) for a while."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and str(cfg).encode() in (p / "cmdline").read_bytes():
+                os.kill(int(p.name), signal.SIGKILL)
+                pids.append(p)
+        except OSError:
+            pass
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            alive = [p for p in pids if p.exists() and (p / "stat").read_text().split()[2] != "Z"]
+        except OSError:
+            continue
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
 def test_sigkill_of_the_launcher_mid_training_resumes(two_runs: dict, tiny_model_dir: Path) -> None:
     tmp = two_runs["tmp"]
     cfg = _config(tmp, tiny_model_dir, "killed")
@@ -149,7 +178,8 @@ def test_sigkill_of_the_launcher_mid_training_resumes(two_runs: dict, tiny_model
     t0, killed = time.time(), False
     while proc.poll() is None and time.time() - t0 < 600:
         if latest.exists():
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, no chance to clean up
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher, no chance to clean up
+            _kill_workers(cfg)  # and both workers
             killed = True
             break
         time.sleep(0.02)
@@ -165,7 +195,8 @@ def test_online_rloo_two_processes(tmp_path: Path, tiny_model_dir: Path) -> None
             "device=cpu", "task.train_prompts=8", "task.heldout_prompts=2", "generation.n=3",
             "generation.temperature=1.0", "generation.max_new_tokens=6", "generation.chunk_prompts=2",
             "creator.max_new_tokens=8", "online.steps=3", "online.batch_prompts=4", "online.buffer_size=6",
-            "online.learning_rate=1e-3", "reward.length_penalty=0.01", "solver.max_length=96"]  # fmt: skip
+            "online.learning_rate=1e-3", "reward.length_penalty=0.01", "solver.max_length=96",
+            "solver.max_prompt_length=48"]  # fmt: skip
     for n, name in ((1, "one"), (2, "two")):
         res = subprocess.run(_launch(n, ["-m", "evarl", "run", *args, f"name={name}", "--quiet"]), env=_env(),
                              capture_output=True, text=True, timeout=900)  # fmt: skip

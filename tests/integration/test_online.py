@@ -38,6 +38,7 @@ def _args(tmp: Path, model: Path, name: str, solver: str = "rloo") -> list[str]:
         f"online.solver={solver}",
         "reward.length_penalty=0.01",
         "solver.max_length=128",
+        "solver.max_prompt_length=64",
         "eval.max_new_tokens=6",
     ]
 

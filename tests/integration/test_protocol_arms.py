@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from evarl.config import build_config
 from evarl.loop import fresh_split, run
 
@@ -28,7 +27,13 @@ def _cfg(tmp: Path, model: Path, name: str, **creator: Any) -> Any:
             "generation": {"n": 2, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 16},
             "task": {"train_prompts": 8, "heldout_prompts": 2},
             "creator": {"methods": ["constraint"], "num_evolutions": 2, "max_new_tokens": 8, **creator},
-            "solver": {"batch_size": 4, "epochs": 1, "max_length": 160, "max_prompt_length": 96, "learning_rate": 1e-3},
+            "solver": {
+                "batch_size": 4,
+                "epochs": 1,
+                "max_length": 160,
+                "max_prompt_length": 96,
+                "learning_rate": 1e-3,
+            },
             "eval": {"enabled": False},
         }
     )

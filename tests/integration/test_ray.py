@@ -78,8 +78,8 @@ def pool(cfg: RunConfig, tiny_model_dir: Path, one_thread):
 
 @pytest.fixture(scope="module")
 def local(cfg: RunConfig, tiny_model_dir: Path, one_thread) -> dict[str, Any]:
-    """The single-process path, built as loop.make_generator / reward_for build it."""
-    from evarl.loop import make_generator
+    """The single-process path, built as generation.factory.make_generator / reward_for build it."""
+    from evarl.generation.factory import make_generator
     from evarl.rewards import build_reward
     from evarl.rewards.sharded import ShardedReward
 

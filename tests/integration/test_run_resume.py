@@ -28,7 +28,14 @@ def _config(tmp: Path, model: Path, name: str) -> Path:
         "generation": {"n": 3, "max_new_tokens": 10, "temperature": 1.0, "batch_size": 24},
         "task": {"train_prompts": 24, "heldout_prompts": 4},
         "creator": {"methods": ["evolinstruct", "constraint"], "num_evolutions": 2, "max_new_tokens": 16},
-        "solver": {"batch_size": 2, "epochs": 2, "save_every": 1, "max_length": 160, "learning_rate": 1e-3},
+        "solver": {
+            "batch_size": 2,
+            "epochs": 2,
+            "save_every": 1,
+            "max_length": 160,
+            "max_prompt_length": 96,
+            "learning_rate": 1e-3,
+        },
         "eval": {"max_new_tokens": 8},
     }
     p = tmp / f"{name}.yaml"
@@ -73,8 +80,8 @@ def _artifacts(run_dir: Path) -> dict[str, bytes]:
             ).encode()
             continue
         if (
-            rel.startswith("plots/")
-            or p.name in ("report.md", "report.html")
+            rel.startswith(("plots/", "tensorboard/"))  # tracker event files carry wall-clock times
+            or p.name in ("report.md", "report.html", "report.json")
             or p.name.endswith(".partial.jsonl")
         ):
             continue

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from evarl.config import SolverConfig
-from evarl.data_io import DataError
+from evarl.io import DataError
 from evarl.models.loading import load_causal_lm, load_tokenizer
 from evarl.solver.logprobs import collate_sequences, encode_prompt, encode_response, response_logps
 from evarl.solver.sft import SFTExample, load_sft_examples, sft_example_from_row, train_sft

@@ -123,7 +123,7 @@ def test_offline_round_sleeps_the_engine_for_training_and_wakes_it_with_the_new_
                              "threads=1", "generation.backend=vllm", "generation.n=2", "generation.max_new_tokens=6",
                              "generation.temperature=1.0", "task.train_prompts=8", "task.heldout_prompts=2",
                              "creator.methods=[constraint]", "reward.length_penalty=0.01", "solver.batch_size=2",
-                             "solver.epochs=1", "solver.max_length=96", "solver.learning_rate=1e-2",
+                             "solver.epochs=1", "solver.max_length=96", "solver.max_prompt_length=48", "solver.learning_rate=1e-2",
                              "eval.max_new_tokens=4"])  # fmt: skip
     run(cfg, progress=False)
     names = [e[0] for e in fake_vllm]
@@ -156,7 +156,8 @@ def test_online_pushes_weights_after_each_update_and_logs_the_gap(
             "generation.backend=vllm", "generation.n=3", "generation.temperature=1.0", "generation.max_new_tokens=6",
             "task.train_prompts=6", "task.heldout_prompts=2", "creator.methods=[constraint]", "online.steps=2",
             "online.batch_prompts=3", "online.buffer_size=4", "online.learning_rate=0.5", "online.kl_coef=0",
-            "reward.length_penalty=0.01", "solver.max_length=96", "eval.enabled=false"]  # fmt: skip
+            "reward.length_penalty=0.01", "solver.max_length=96", "solver.max_prompt_length=48",
+            "eval.enabled=false"]  # fmt: skip
     run_online(load_config(None, [*args, "name=synced"]), progress=False)
     steps = [json.loads(x) for x in (tmp_path / "synced" / "online" / "steps.jsonl").read_text().splitlines()]
     assert len(steps) == 2 and all(s["logp_gap"] < 1e-4 for s in steps), steps

@@ -10,7 +10,11 @@ from evarl.config import RunConfig, load_config
 
 ROOT = Path(__file__).parents[2] / "configs"
 ACCELERATE = sorted((ROOT / "accelerate").glob("*.yaml"))
-CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)
+# run configs: everything but the accelerate launch configs and the `evarl ablate` study files
+CONFIGS = sorted(
+    p for p in ROOT.rglob("*.yaml") if not {"accelerate", "ablation"} & set(p.relative_to(ROOT).parts)
+)
+STUDIES = sorted((ROOT / "ablation").glob("*.yaml"))
 
 
 def test_default_yaml_is_the_builtin_default() -> None:
@@ -20,6 +24,15 @@ def test_default_yaml_is_the_builtin_default() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_config_parses(path: Path) -> None:
     load_config(path)  # structural errors raise; paper recipes name models/files that need GPUs and data
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
+def test_every_ablation_study_parses(path: Path) -> None:
+    from evarl.ablate import arm_config, load_study
+
+    study = load_study(path)
+    for arm in study.arms:  # every arm's run config builds
+        arm_config(study, arm, study.seeds[0])
 
 
 def test_the_accelerate_configs_are_shipped() -> None:

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from evarl.data_io import DataError, read_prompts, write_jsonl
+from evarl.datasets_in import read_prompts
+from evarl.io import DataError, write_jsonl
 
 
 def _write(p: Path, lines: list[str]) -> Path:

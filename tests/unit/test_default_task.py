@@ -61,3 +61,27 @@ def test_unverifiable_prompt_is_flagged_failed_not_zero() -> None:
     p = Prompt("z", [{"role": "user", "content": "hi"}])
     r = VerifierReward().score([p], ["hello"])[0]
     assert r.failed
+
+
+def test_heldout_set_is_300_distinct_tasks_none_near_a_training_task() -> None:
+    import re
+
+    held = default.heldout_prompts()
+    assert len(held) == 300 and len({p.task for p in held}) == 300
+    assert len(default.heldout_prompts(None, "ifbench")) == 300
+    train_rows = [r for r in default.load_base_tasks()]
+    rule_held = {r["task"] for r in default.heldout_rows()[:51]}
+    stop = {"a", "the", "to", "of", "and", "in", "for", "how", "what", "why", "is", "on", "an", "with", "that",
+            "it", "explain", "describe", "write", "can", "i", "you", "your", "my", "do", "should", "are", "some",
+            "ways", "make"}  # fmt: skip
+
+    def words(s: str) -> set[str]:
+        return set(re.findall(r"[a-z]+", s.lower())) - stop
+
+    for extra in default.load_base_tasks("heldout_tasks.jsonl"):
+        w = words(extra["task"])
+        for r in train_rows:
+            if r["task"] in rule_held:
+                continue
+            v = words(r["task"])
+            assert len(w & v) / len(w | v) <= 0.45, (extra["task"], r["task"])

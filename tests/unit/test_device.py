@@ -129,7 +129,7 @@ def test_cuda_setting_without_cuda_is_a_clear_error(tiny_model_dir: Path):
 
 
 def test_scalar_reward_model_on_the_device(tmp_path: Path, tiny_model_dir: Path):
-    from evarl.reward_training.models import ScalarRewardModel
+    from evarl.models.scalar_rm import ScalarRewardModel
 
     rm = ScalarRewardModel.from_backbone(str(tiny_model_dir), device="cpu")
     rm.save_pretrained(tmp_path / "rm")

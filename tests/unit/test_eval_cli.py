@@ -10,7 +10,7 @@ import pytest
 
 from evarl.config import ConfigError
 from evarl.eval.cli import _baseline, add_subcommands, cmd_eval
-from evarl.eval.io import EvalFileError, is_model_answers_file, load_prompts, read_model_answers
+from evarl.eval.formats import EvalFileError, is_model_answers_file, load_prompts, read_model_answers
 
 
 def _parser() -> argparse.ArgumentParser:

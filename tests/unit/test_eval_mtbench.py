@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from evarl.eval.io import MTBenchQuestion
+from evarl.eval.formats import MTBenchQuestion
 from evarl.eval.mtbench import (
     MTBenchAnswer,
     TurnGrade,
@@ -123,7 +123,7 @@ def test_grade_mtbench_prompts_and_reference():
 
 
 def test_category_radar_renders_png():
-    from evarl.eval.plots import category_radar, to_png
+    from evarl.eval.report.figures import category_radar, to_png
 
     fig = category_radar(
         {"m0": {"math": 4.0, "coding": 5.0, "writing": None}, "m1": {"math": 6.0, "coding": 7.0}}

@@ -246,9 +246,21 @@ def test_build_report_single_run(tmp_path):
     assert "```yaml\ncreator:\n  metric: a_min" in md
     assert "<details><summary>config.yaml</summary>" in page
     assert "| round-001 | 1.500 | 1.500 | 1.500 | 1.500 | 1.500 | 7.5 |" in md
-    summary = json.loads(res["summary"].read_text())
-    assert summary["runs"][0]["rounds"]["1"]["pairs"] == 3
+    assert res["json"] == tmp_path / "out" / "report.json"
+    data = json.loads(res["json"].read_text())
+    assert data["runs"][0]["rounds"]["1"]["pairs"] == 3
     assert res["notes"] == []
+
+
+def test_report_in_run_dir_keeps_the_runs_summary(tmp_path):
+    """`evarl report RUN` writes into the run directory: the loop's own summary.json is left byte for byte."""
+    run_dir = make_run(tmp_path, "a")
+    own = b'{"rounds": 2, "written_by": "the loop"}\n'
+    (run_dir / "summary.json").write_bytes(own)
+    res = build_report([run_dir], run_dir)
+    assert (run_dir / "summary.json").read_bytes() == own
+    assert res["json"] == run_dir / "report.json"
+    assert json.loads(res["json"].read_text())["runs"][0]["name"] == "a"
 
 
 def test_partial_run_is_reported_with_notes(tmp_path):

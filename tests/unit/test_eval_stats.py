@@ -68,3 +68,44 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     # a constant sample has a degenerate interval
     assert bootstrap_ci([2.0, 2.0, 2.0], n_boot=50) == (2.0, 2.0)
     assert bootstrap_ci([], n_boot=50) is None
+
+
+# ---------------------------------------------------------------- intervals on every summary number
+
+
+def test_mean_interval_covers_the_mean_and_narrows_with_n() -> None:
+    from evarl.eval.stats import mean_interval
+
+    rng = np.random.default_rng(1)
+    small = mean_interval(rng.normal(0.5, 1.0, 20).tolist())
+    big = mean_interval(rng.normal(0.5, 1.0, 2000).tolist())
+    assert small["n"] == 20 and big["n"] == 2000
+    for m in (small, big):
+        assert m["lo"] <= m["mean"] <= m["hi"]
+    assert (big["hi"] - big["lo"]) < (small["hi"] - small["lo"]) / 5
+    assert mean_interval([]) == {"mean": None, "lo": None, "hi": None, "n": 0}
+    assert mean_interval([1.0, 1.0, 1.0])["lo"] == 1.0  # degenerate but defined
+
+
+def test_ratio_interval_resamples_clusters_not_items() -> None:
+    from evarl.eval.stats import ratio_interval
+
+    # two prompts: one with 10 instructions all passed, one with 1 failed: a cluster bootstrap sees 2 clusters
+    m = ratio_interval([10, 0], [10, 1])
+    assert m["n"] == 2 and m["mean"] == pytest.approx(10 / 11)
+    assert m["lo"] == pytest.approx(0.0) and m["hi"] == pytest.approx(1.0)
+    assert ratio_interval([], [])["mean"] is None
+
+
+def test_paired_difference_pairs_by_key_and_says_whether_it_excludes_zero() -> None:
+    from evarl.eval.stats import fmt_interval, paired_difference
+
+    old = {f"p{i}": 0.0 for i in range(40)}
+    new = {f"p{i}": 1.0 + 0.01 * i for i in range(40)}
+    new["only-new"] = 100.0  # unpaired keys are left out
+    d = paired_difference(new, old)
+    assert d["n"] == 40 and d["excludes_zero"] is True and d["lo"] > 0
+    same = paired_difference(old, {k: v + (0.1 if i % 2 else -0.1) for i, (k, v) in enumerate(old.items())})
+    assert same["excludes_zero"] is False
+    assert fmt_interval(d, key="diff").startswith("+1.")
+    assert "(n=40)" in fmt_interval(d, key="diff")

@@ -186,11 +186,11 @@ def test_evolinstruct_uses_breadth_and_depth_templates() -> None:
 
 @pytest.mark.parametrize("method", EVOL_METHODS)
 def test_each_appendix_f_method_is_a_strategy(method: str) -> None:
-    from evarl.creator.evolve.common import load_template
+    from evarl.io import load_template
 
     gen = FakeCreator()
     (kid,) = evolve_prompts(file_prompts(1), [method], ctx(gen))
-    assert kid.method == method and load_template(f"method_{method}") in gen.calls[0][0]
+    assert kid.method == method and load_template(f"method_{method}", "evolve") in gen.calls[0][0]
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from evarl.creator import filters as F
-from evarl.creator.evolve.common import load_template
 from evarl.creator.filters import apply_filters, filter_reasons, leaks
+from evarl.io import load_template
 from evarl.types import Prompt
 
 ALL = ["empty", "truncated", "copy", "leak", "length", "exact_dup"]
@@ -58,7 +58,7 @@ def test_leak_markers_and_template_ngrams() -> None:
     assert leaks("Here it is. #The Given Prompt#: do X")
     assert leaks("I want you act as a Prompt Rewriter and help")
     # an 8-word run from the in-depth meta-prompt file
-    words = load_template("in_depth").split()
+    words = load_template("in_depth", "evolve").split()
     run = " ".join(words[8:16])
     assert leaks(f"Please {run} thanks")
     assert not leaks("Write a short story about a lighthouse keeper who finds a message in a bottle.")

@@ -32,6 +32,9 @@ def test_preset_fills_defaults_and_sets_loss() -> None:
     )
     # appendix A's effective batch is the global batch over all GPUs; grad_accum is left to the engine
     assert (cfg.global_batch_size, cfg.grad_accum) == (8, 1)
+    # SPPO's reference is the current iterate pi_t (the policy the round starts from), not pi_0
+    assert cfg.reference == "previous"
+    assert apply_preset(SolverConfig(preset="dpo")).reference == "initial"
 
 
 def test_fields_changed_from_default_win_without_explicit_list() -> None:

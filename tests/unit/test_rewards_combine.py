@@ -9,8 +9,8 @@ import pytest
 from evarl.config import RewardConfig, RewardSourceConfig
 from evarl.registry import REWARDS
 from evarl.rewards import CombinedReward, build_reward, summarize
-from evarl.rewards.combine import RewardBuildError, build_source
-from evarl.rewards.length import LengthReward, response_length
+from evarl.rewards.combine import RewardBuildError, build_source, response_length
+from evarl.rewards.length import LengthReward
 from evarl.types import Prompt, RewardResult
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from evarl.config import RewardSourceConfig
 from evarl.generation.base import GenOutput, SamplingParams
+from evarl.io import DataError, load_template
 from evarl.rewards.combine import RewardBuildError
-from evarl.rewards.judge import JudgeReward, conversation_text, fill, load_template, parse_score
+from evarl.rewards.judge import JudgeReward, conversation_text, fill, parse_score
 from evarl.types import Prompt
 
 DATA = Path(__file__).parent / "data" / "judge_smollm2_outputs.jsonl"
@@ -113,10 +114,10 @@ def test_template_fill_is_single_pass_and_checked(tmp_path: Path) -> None:
     assert fill("{instruction}|{response}", instruction="{response}", response="r") == "{response}|r"
     bad = tmp_path / "bad.txt"
     bad.write_text("only {instruction}")
-    with pytest.raises(RewardBuildError, match="response"):
-        load_template(str(bad), ("instruction", "response"), "judge")
-    with pytest.raises(RewardBuildError, match="not found"):
-        load_template("nope", ("instruction",), "judge")
+    with pytest.raises(DataError, match="response"):  # evarl.io.TemplateError: the CLI exits 2
+        load_template(str(bad), "judge", ("instruction", "response"))
+    with pytest.raises(DataError, match="no such template"):
+        load_template("nope", "judge", ("instruction",))
 
 
 def test_from_config_self_reward_uses_policy_and_checks_options() -> None:

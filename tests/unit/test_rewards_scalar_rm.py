@@ -30,7 +30,7 @@ def _llama():
 
 @pytest.mark.parametrize("make,pooling", [(_bert, "mean"), (_llama, "last"), (_bert, "cls")])
 def test_pooling_ignores_padding(make, pooling):
-    from evarl.reward_training.models import ScalarRewardModel, default_pooling
+    from evarl.models.scalar_rm import ScalarRewardModel, default_pooling
 
     m = ScalarRewardModel(make(), pooling).eval()
     if pooling != "cls":
@@ -46,7 +46,7 @@ def test_pooling_ignores_padding(make, pooling):
 
 
 def test_save_load_round_trip(tmp_path: Path):
-    from evarl.reward_training.models import META_FILE, ScalarRewardModel, is_scalar_reward_model
+    from evarl.models.scalar_rm import META_FILE, ScalarRewardModel, is_scalar_reward_model
 
     m = ScalarRewardModel(_bert(), "mean").eval()
     with torch.no_grad():

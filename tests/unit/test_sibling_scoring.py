@@ -27,7 +27,9 @@ class Recorder:
 @pytest.mark.parametrize("chunk_prompts", [1, 3, 16])
 @pytest.mark.parametrize("num_prompts", [1, 7, 33])
 def test_every_call_holds_whole_sibling_groups(n: int, chunk_prompts: int, num_prompts: int) -> None:
-    prompts = [Prompt(id=f"p{i}", messages=[{"role": "user", "content": f"q{i}"}]) for i in range(num_prompts)]
+    prompts = [
+        Prompt(id=f"p{i}", messages=[{"role": "user", "content": f"q{i}"}]) for i in range(num_prompts)
+    ]
     flat = [p for p in prompts for _ in range(n)]
     responses = [f"{p.id}-{j}" * (j + 1) for p in prompts for j in range(n)]
     inner = Recorder()

@@ -16,11 +16,13 @@ from evarl.creator.evolve import (  # noqa: F401  (registers the strategies)
     evol_complexity,
     evol_quality,
     evolinstruct,
+    fewshot_selfinstruct,
     self_instruct,
     tree_bon,
+    wizardlm,
 )
 from evarl.creator.evolve.base import EvolveContext, Evolver, SlotEvolver
-from evarl.creator.evolve.common import stable_int
+from evarl.dist import stable_int
 from evarl.registry import EVOLVERS
 from evarl.types import Prompt
 

@@ -1,7 +1,7 @@
 """Shared pieces of the LLM evolvers: meta-prompt files, output parsing, child construction, seeding.
 
-Meta-prompts live in `evarl/prompts/evolve/*.txt` with `{prompt}` and `{method}` placeholders (filled by plain
-string replacement, so braces in a prompt are safe). The creator's output is parsed as distilabel does (the text
+Meta-prompts live in `evarl/prompts/evolve/*.txt` (read with `evarl.io.load_template(name, "evolve")`) with
+`{prompt}` and `{method}` placeholders (filled by plain string replacement, so braces in a prompt are safe). The creator's output is parsed as distilabel does (the text
 after the last `...Prompt#:` header) plus the cleaning a small model needs: leading labels ("Rewritten prompt:",
 "Sure, here is ..."), wrapping quotes, bold markers and code fences are removed.
 
@@ -14,22 +14,12 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import cache
-from pathlib import Path
 
 from evarl.generation.base import GenOutput, SamplingParams
+from evarl.io import PROMPTS_DIR
 from evarl.types import Constraint, Prompt
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 MAX_ID_CHARS = 96
-
-
-@cache
-def load_template(name: str, folder: str = "evolve") -> str:
-    """The text of prompts/<folder>/<name>.txt (cached)."""
-    p = PROMPTS_DIR / folder / f"{name}.txt"
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: meta-prompt file missing")
-    return p.read_text().strip()
 
 
 @cache
@@ -49,12 +39,6 @@ def load_mutations(name: str) -> dict[str, str]:
 
 def fill(template: str, prompt: str, method: str = "") -> str:
     return template.replace("{method}", method).replace("{prompt}", prompt)
-
-
-def stable_int(*parts: object) -> int:
-    """A 31-bit integer from a string key; stable across processes (unlike hash())."""
-    key = "|".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 _HEADER = re.compile(

@@ -8,8 +8,9 @@ mutations: prompts/evolve/evolcomplexity_mutations.txt.
 
 from __future__ import annotations
 
-from evarl.creator.evolve.common import fill, load_mutations, load_template
+from evarl.creator.evolve.common import fill, load_mutations
 from evarl.creator.evolve.evolinstruct import ChainEvolver
+from evarl.io import load_template
 from evarl.registry import EVOLVERS
 
 
@@ -24,5 +25,7 @@ class EvolComplexity(ChainEvolver):
 
     def render(self, mutation: str, text: str) -> str:
         return fill(
-            load_template("evolcomplexity"), text, load_mutations("evolcomplexity_mutations")[mutation]
+            load_template("evolcomplexity", "evolve"),
+            text,
+            load_mutations("evolcomplexity_mutations")[mutation],
         )

@@ -8,8 +8,9 @@ prompts/evolve/evolquality.txt, mutations: prompts/evolve/evolquality_mutations.
 
 from __future__ import annotations
 
-from evarl.creator.evolve.common import fill, load_mutations, load_template
+from evarl.creator.evolve.common import fill, load_mutations
 from evarl.creator.evolve.evolinstruct import ChainEvolver
+from evarl.io import load_template
 from evarl.registry import EVOLVERS
 
 
@@ -24,4 +25,6 @@ class EvolQuality(ChainEvolver):
         return sorted(load_mutations("evolquality_mutations"))
 
     def render(self, mutation: str, text: str) -> str:
-        return fill(load_template("evolquality"), text, load_mutations("evolquality_mutations")[mutation])
+        return fill(
+            load_template("evolquality", "evolve"), text, load_mutations("evolquality_mutations")[mutation]
+        )

@@ -23,13 +23,13 @@ from evarl.creator.evolve.base import EvolveContext, SlotEvolver
 from evarl.creator.evolve.common import (
     fill,
     generate_one,
-    load_template,
     make_child,
     parse_rewrite,
     source_text,
-    stable_int,
 )
+from evarl.dist import stable_int
 from evarl.generation.base import SamplingParams
+from evarl.io import load_template
 from evarl.registry import EVOLVERS
 from evarl.types import Prompt
 
@@ -42,8 +42,8 @@ def render_method(method: str, text: str) -> str:
     """The appendix-F meta-prompt for `method` applied to `text`."""
     if method not in EVOL_METHODS:
         raise KeyError(f"unknown evolving method {method!r}; known: {', '.join(EVOL_METHODS)}")
-    template = load_template("in_breadth" if method in IN_BREADTH_KEYS else "in_depth")
-    return fill(template, text, load_template(f"method_{method}"))
+    template = load_template("in_breadth" if method in IN_BREADTH_KEYS else "in_depth", "evolve")
+    return fill(template, text, load_template(f"method_{method}", "evolve"))
 
 
 class ChainEvolver(SlotEvolver):

@@ -9,8 +9,9 @@ step uses the previous query as its context. Meta-prompt: prompts/evolve/selfins
 
 from __future__ import annotations
 
-from evarl.creator.evolve.common import fill, first_line, load_template, parse_rewrite
+from evarl.creator.evolve.common import fill, first_line, parse_rewrite
 from evarl.creator.evolve.evolinstruct import ChainEvolver
+from evarl.io import load_template
 from evarl.registry import EVOLVERS
 
 
@@ -24,7 +25,7 @@ class SelfInstruct(ChainEvolver):
         return ["selfinstruct"]
 
     def render(self, mutation: str, text: str) -> str:
-        return fill(load_template("selfinstruct"), text)
+        return fill(load_template("selfinstruct", "evolve"), text)
 
     def parse(self, raw: str) -> str:
         text = raw.split("# Output", 1)[-1] if "# Output" in raw else raw

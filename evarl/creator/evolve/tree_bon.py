@@ -16,8 +16,10 @@ from __future__ import annotations
 import random
 
 from evarl.creator.evolve.base import EvolveContext, SlotEvolver
-from evarl.creator.evolve.common import generate_one, make_child, parse_rewrite, source_text, stable_int
+from evarl.creator.evolve.common import generate_one, make_child, parse_rewrite, source_text
 from evarl.creator.evolve.evolinstruct import EVOL_METHODS, render_method
+from evarl.creator.scoring import combined_score, score_texts
+from evarl.dist import stable_int
 from evarl.generation.base import SamplingParams
 from evarl.registry import EVOLVERS
 from evarl.types import Prompt
@@ -42,8 +44,6 @@ class TreeBoN(SlotEvolver):
     name = "tree-bon"
 
     def evolve_slots(self, slots: list[tuple[Prompt, int]], ctx: EvolveContext) -> list[Prompt]:
-        from evarl.creator.scoring import combined_score, score_texts  # scoring imports this package
-
         if ctx.tree_width < 1:
             raise ValueError(f"creator.tree_width: must be >= 1, got {ctx.tree_width}")
         judge = ctx.judge or ctx.generator
