@@ -31,3 +31,28 @@ def test_cells_show_intervals_and_paired_deltas() -> None:
     old = {"mean_reward": 0.5}
     assert cell_with_interval(old, "mean_reward", "num") == "0.500"
     assert paired_delta(old, {"mean_reward": 0.25}, "mean_reward", "num") == "+0.250"
+
+
+def test_report_shows_scoring_failures_and_head_to_head(tmp_path) -> None:
+    import json
+
+    from evarl.eval.report import build_report
+    from tests.unit.test_eval_report import make_run
+
+    run_dir = make_run(tmp_path, "pipe")
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["stages"]["round-001/train_score"] = {"status": "done", "counts": {"scored": 40, "failed": 10}}
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    h2h = {
+        "comparisons": [
+            {"model": 1, "baseline": 0, "n_total": 20, "n_wins": 9, "n_ties": 6, "n_losses": 5, "n_failed": 4,
+             "win_rate": 60.0, "win_rate_ci": [45.0, 75.0]}
+        ]
+    }  # fmt: skip
+    (run_dir / "head_to_head.json").write_text(json.dumps(h2h))
+    res = build_report([run_dir], tmp_path / "out")
+    md = res["markdown"].read_text()
+    assert "### Scoring: responses the reward could not score" in md
+    assert "| round-001/train_score | 40 | 10 | 25.0 [" in md
+    assert "### Head to head between iterates (evarl h2h)" in md
+    assert "| 1 vs 0 | 20 | 9 | 6 | 5 | 4 | 60.0 [45.0, 75.0] |" in md

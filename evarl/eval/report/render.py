@@ -23,12 +23,14 @@ from evarl.eval.report.tables import (
     evolved_examples_table,
     fmt,
     get_dotted,
+    head_to_head_table,
     heldout_columns,
     heldout_examples_table,
     heldout_table,
     manifest_stages,
     round_summary,
     rounds_table,
+    scoring_table,
     stage_counts,
     timings_table,
 )
@@ -218,6 +220,8 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
         tables = (
             ("Held-out scores per round", heldout_table(run)),
             ("Rounds", rounds_table(run)),
+            ("Scoring: responses the reward could not score", scoring_table(run)),
+            ("Head to head between iterates (evarl h2h)", head_to_head_table(run)),
             ("Stage timings (seconds, from manifest.json)", timings_table(run)),
         )
         for title, t in tables:

@@ -287,6 +287,63 @@ def heldout_table(run: RunData) -> Table | None:
     return Table(headers, rows)
 
 
+def scoring_table(run: RunData) -> Table | None:
+    """Per round and score stage: responses scored and the share the reward could not score (a judge reply
+    without a parsable score, a failed endpoint call), with its 95% interval."""
+    from evarl.eval.stats import mean_interval
+
+    rows = []
+    for key, entry in sorted(manifest_stages(run).items()):
+        if not key.endswith(("/score", "/train_score")) or not isinstance(entry, dict):
+            continue
+        counts = entry.get("counts") or {}
+        n, failed = counts.get("scored"), counts.get("failed")
+        if not isinstance(n, int) or not isinstance(failed, int) or n <= 0:
+            continue
+        iv = mean_interval([1.0] * failed + [0.0] * (n - failed))
+        share = f"{100 * iv['mean']:.1f} [{100 * iv['lo']:.1f}, {100 * iv['hi']:.1f}]"
+        rows.append([key, str(n), str(failed), share])
+    if not rows:
+        return None
+    return Table(["stage", "responses", "not scored", "not scored % [95% CI]"], rows)
+
+
+def head_to_head_table(run: RunData) -> Table | None:
+    """Win rates between iterates from `evarl h2h` (head_to_head.json in the run directory): both orders, a tie
+    when they disagree, judge replies that did not parse counted apart (Exploring Self-Learning and Teacher-Guided
+    Paradigms in LM Alignment, §4.1.2)."""
+    import json
+
+    path = run.path / "head_to_head.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    rows = []
+    for c in (data or {}).get("comparisons", []):
+        if not isinstance(c, dict):
+            continue
+        ci = c.get("win_rate_ci")
+        wr = "—" if c.get("win_rate") is None else f"{c['win_rate']:.1f}"
+        if ci:
+            wr += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+        rows.append(
+            [
+                f"{c.get('model')} vs {c.get('baseline')}",
+                fmt(c.get("n_total")),
+                fmt(c.get("n_wins")),
+                fmt(c.get("n_ties")),
+                fmt(c.get("n_losses")),
+                fmt(c.get("n_failed")),
+                wr,
+            ]
+        )
+    if not rows:
+        return None
+    headers = ["round vs round", "n", "wins", "ties", "losses", "judge failed", "win rate % [95% CI]"]
+    return Table(headers, rows)
+
+
 def rounds_table(run: RunData) -> Table | None:
     sums = [round_summary(run.rounds[r]) for r in sorted(run.rounds) if r > 0]
     if not sums:
