@@ -1098,6 +1098,13 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     if legacy and notes is not None:
         notes.append(legacy)
     e.extend(range_problems(cfg))
+    missing = _missing_packages(cfg)
+    if notes is not None:
+        # `evarl validate` checks a recipe on any machine (a GPU recipe on a laptop): worth saying, not wrong there;
+        # `evarl run` (no notes) refuses before any model loads
+        notes.extend(f"{m}; `evarl run` needs it on the machine that runs this config" for m in missing)
+    else:
+        e.extend(missing)
     return list(dict.fromkeys(e))  # a field checked twice is reported once
 
 
@@ -1337,7 +1344,6 @@ def range_problems(cfg: RunConfig) -> list[str]:
         if problem:
             e.append(problem)
     e.extend(_count_problems(cfg))
-    e.extend(_missing_packages(cfg))
     return e
 
 

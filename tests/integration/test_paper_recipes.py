@@ -121,7 +121,8 @@ def test_recipe_validates_offline(recipe: Path, prompt_file: Path, empty_hf_cach
 
     cfg, errors, notes = check_config(recipe, [f"task.train_file={prompt_file}"])
     assert errors == [], errors
-    assert all("is not in the local Hugging Face cache" in n for n in notes)
+    # notes only: hub models not cached here, and vLLM where the recipe uses it on a machine without it
+    assert all("is not in the local Hugging Face cache" in n or "needs the vllm package" in n for n in notes)
     named = ROOT / "data" / "ultrafeedback_prompts.jsonl"
     if "train_file: data/ultrafeedback_prompts.jsonl" in text and not named.exists():
         _, errors, _ = check_config(recipe)  # the prompt file the recipe names: how to make it

@@ -140,7 +140,12 @@ CONFIG = [
     Bad("bad-dtype", _v("model.dtype=fp8"), ("model.dtype", "fp8")),
     Bad("bad-name", _v("name=a/b"), ("name", "a/b")),
     Bad("bad-device", _v("device=tpu"), ("device", "tpu")),
-    Bad("vllm-not-installed", _v("generation.backend=vllm"), ("generation.backend", "vllm", "not installed")),
+    # `evarl validate` only notes it (a GPU recipe checked on a laptop); `evarl run` refuses before any model loads
+    Bad(
+        "vllm-not-installed",
+        ["run", "generation.backend=vllm", "output_dir={d}/runs"],
+        ("generation.backend", "vllm", "not installed"),
+    ),
     Bad("endpoint-scheme", _v("generation.endpoint=ftp://host/v1"), ("generation.endpoint", "ftp://host/v1")),
     Bad(
         "endpoint-port", _v("generation.endpoint=http://127.0.0.1:99999/v1"), ("generation.endpoint", "99999")

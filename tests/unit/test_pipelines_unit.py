@@ -329,10 +329,10 @@ def test_paper_scale_recipes_validate_offline(
     )
     over += [f"solver.offline_pairs={data}"] if cfg.solver.offline_pairs else []
     cfg, errors, notes = check_config(path, over)
-    # vLLM is an optional extra; without it the recipe's generation backend is reported (and nothing else)
-    errors = [e for e in errors if not e.startswith("generation.backend: needs the vllm package")]
     assert errors == [], errors
-    assert all("is not in the local Hugging Face cache" in n or "rows, fewer than" in n for n in notes), notes
+    # vLLM is an optional extra: without it `evarl validate` notes the recipe's backend (`evarl run` refuses)
+    allowed = ("is not in the local Hugging Face cache", "rows, fewer than", "needs the vllm package")
+    assert all(any(a in n for a in allowed) for n in notes), notes
     head = path.read_text().split("\nname:")[0]
     assert "GPUs:" in head and f"configs/paper/pipelines/{path.name}" in head
     assert cfg.solver.param_dtype == "bfloat16" and cfg.device == "auto"
