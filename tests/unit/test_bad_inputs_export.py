@@ -4,35 +4,13 @@ no traceback, and every file that was there before is unchanged (by hash), none 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from evarl.cli import main
+from tests.bad_input import refused as _refused
 from tests.unit.test_export import make_run
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _refused(args: list[str], root: Path, capsys: pytest.CaptureFixture[str], *culprits: str) -> str:
-    before = _snapshot(root)
-    capsys.readouterr()
-    rc = main(args)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert err.startswith("evarl: error:") and "Traceback" not in err, err
-    for c in culprits:
-        assert c in err, (c, err)
-    assert _snapshot(root) == before
-    return err
 
 
 @pytest.fixture

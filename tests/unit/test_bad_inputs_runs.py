@@ -3,7 +3,6 @@ folder or the file), no traceback, and every file that was there before is uncha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,32 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from evarl.cli import main
 from evarl.config import load_config
 from evarl.runs import LOCK_NAME, Run, RunLock
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _refused(args: list[str], root: Path, capsys: pytest.CaptureFixture[str], *culprits: str) -> str:
-    """Run the CLI in-process; assert exit 2, an `evarl: error:` message naming every culprit (config errors
-    list one field a line), no traceback, and that no file under ``root`` changed, appeared or vanished."""
-    before = _snapshot(root)
-    capsys.readouterr()
-    rc = main(args)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert err.startswith("evarl: error:") and "Traceback" not in err, err
-    for c in culprits:
-        assert c in err, (c, err)
-    assert _snapshot(root) == before
-    return err
+from tests.bad_input import refused as _refused
 
 
 @pytest.fixture(autouse=True)
