@@ -995,8 +995,9 @@ def validate_config(cfg: RunConfig, notes: list[str] | None = None) -> list[str]
     if c.fresh_prompts and cfg.task.name not in ("default", "file"):
         e.append(f"creator.fresh_prompts: needs task.name default or file, got {cfg.task.name!r}")
     if c.fresh_prompts and cfg.task.name == "default":
-        from evarl.tasks.default import train_pool_size
+        from evarl.registry import DEFAULT_TASK
 
+        train_pool_size = DEFAULT_TASK.get("train_pool_size")
         splits = (
             cfg.rounds - c.start_round + 2
         )  # the seed split and one fresh split per round from start_round
@@ -1375,20 +1376,21 @@ def _missing_packages(cfg: RunConfig) -> list[str]:
 def _count_problems(cfg: RunConfig) -> list[str]:
     """Prompt counts against what the shipped default task holds (its sets are fixed). A user file is not
     counted: `task.train_prompts` takes its first N rows, or all of them when it has fewer (docs/scale.md)."""
-    from evarl.tasks import default as default_task
+    from evarl.registry import DEFAULT_TASK
 
+    heldout_files = DEFAULT_TASK.get("heldout_files")
     t = cfg.task
     e: list[str] = []
-    if t.name == "default" and t.train_prompts > (pool := default_task.train_pool_size()):
+    if t.name == "default" and t.train_prompts > (pool := DEFAULT_TASK.get("train_pool_size")()):
         e.append(
             f"task.train_prompts: the default task has {pool} training prompts, asked for {t.train_prompts}"
         )
-    if not t.heldout_file and t.name == "default" and t.checkers in default_task.HELDOUT_FILES | {"all": ""}:
+    if not t.heldout_file and t.name == "default" and t.checkers in heldout_files | {"all": ""}:
         from importlib import resources
 
-        pools = list(default_task.HELDOUT_FILES) if t.checkers == "all" else [t.checkers]
+        pools = list(heldout_files) if t.checkers == "all" else [t.checkers]
         data = resources.files("evarl") / "data"
-        counts = [_count_rows(str(data / default_task.HELDOUT_FILES[c])) or 0 for c in pools]
+        counts = [_count_rows(str(data / heldout_files[c])) or 0 for c in pools]
         have = min(counts) * len(counts)
         if t.heldout_prompts > have:
             e.append(

@@ -97,6 +97,11 @@ CHECKER_POOLS = Registry(
 PROMPT_ROW_CHECKS = Registry(
     "prompt-row check", "checks a prompt row when a prompt file is read", ["evarl.tasks.validate"]
 )
+DEFAULT_TASK = Registry(
+    "default-task fact",
+    "what the shipped default task can supply (prompt counts, held-out files), for validation",
+    ["evarl.tasks.default"],
+)
 
 ALL = [METRICS, SAMPLERS, EVOLVERS, FILTERS, REWARDS, LOSSES, PAIR_RULES, BACKENDS]
 

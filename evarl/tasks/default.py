@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from evarl.io import read_jsonl, write_jsonl
+from evarl.registry import DEFAULT_TASK
 from evarl.tasks.constraints import build_prompt_text, pool_samplers, sample_constraints
 from evarl.types import Constraint, Prompt
 
@@ -71,6 +72,9 @@ def train_pool_size() -> int:
     return sum(1 for i, _ in enumerate(load_base_tasks()) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1)
 
 
+DEFAULT_TASK.register("train_pool_size")(train_pool_size)
+
+
 def heldout_rows() -> list[dict[str, str]]:
     """Every 5th base task (51), then the 249 held-out-only tasks of `heldout_tasks.jsonl`: 300 in all, so the
     paired 95% interval of a prompt-level accuracy difference is about +-5 points (issue: statistics)."""
@@ -79,6 +83,7 @@ def heldout_rows() -> list[dict[str, str]]:
 
 
 HELDOUT_FILES = {"ifeval": "heldout.jsonl", "ifbench": "heldout_ifbench.jsonl"}
+DEFAULT_TASK.register("heldout_files")(HELDOUT_FILES)
 
 
 def heldout_prompts(n: int | None = None, checkers: str = "ifeval") -> list[Prompt]:
