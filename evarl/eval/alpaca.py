@@ -25,7 +25,7 @@ extra `pip install 'evarl[alpaca]'`, which also pins `setuptools<81`: alpaca-eva
   `get_length_controlled_winrate` (GLM ``tanh(std_delta_len) + instruction_difficulty + not_gamed_baseline``
   regularised towards two length-gamed baselines) when every instruction is one of AlpacaEval's 805 — matched
   by text to the user's copy of `alpaca_eval.json`, whose row number is the instruction's index in the
-  package's difficulty table (`df_gamed.csv`, which the package downloads from the Hugging Face hub). For
+  package's difficulty table (`df_gamed.csv`, which the package fetches from the Hugging Face hub; evarl lets it read only the local cache, never download). For
   other prompts (or when that table cannot be fetched) the difficulty term cannot be estimated and evarl's own
   GLM without it is used (`evarl.eval.winrate.length_controlled_win_rate`); the output says which and why.
 
@@ -618,12 +618,25 @@ def _package_frame(annotations: Sequence[dict[str, Any]], index: Sequence[int] |
 def package_lc_win_rate(pkg: AlpacaEvalPackage, frame: Any) -> dict[str, Any]:
     """The package's `get_length_controlled_winrate` (GLM `length_controlled_v1`) on an annotation frame, with
     nothing written into the package's folder; numpy scalars as plain floats / ints."""
+    import functools
+
     import sklearn
 
-    with _quiet(), sklearn.config_context():  # the package switches sklearn's metadata routing on globally
-        res = pkg.glm.get_length_controlled_winrate(
-            frame, save_weights_dir=None, is_add_glm_preference_inplace=False
-        )
+    # evarl never downloads at run time: the package's hub fetch of df_gamed.csv reads the local Hugging Face
+    # cache only (put it there beforehand with `huggingface-cli download tatsu-lab/alpaca_eval df_gamed.csv
+    # --repo-type dataset`); a missing file raises OSError and the caller falls back to evarl's GLM, saying why
+    fetch = pkg.glm.hf_hub_download
+    pkg.glm.hf_hub_download = functools.partial(fetch, local_files_only=True)
+    try:
+        with (
+            _quiet(),
+            sklearn.config_context(),
+        ):  # the package switches sklearn's metadata routing on globally
+            res = pkg.glm.get_length_controlled_winrate(
+                frame, save_weights_dir=None, is_add_glm_preference_inplace=False
+            )
+    finally:
+        pkg.glm.hf_hub_download = fetch
     return {k: _nan_to_none(v) for k, v in res.items()}
 
 

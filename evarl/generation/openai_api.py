@@ -107,9 +107,9 @@ class OpenAIGenerator:
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         if cache_dir is None:
-            from evarl.models.loading import cache_dir as _root
+            from evarl.models.loading import cache_dir as evarl_cache_dir
 
-            cache_dir = _root() / "api"
+            cache_dir = evarl_cache_dir() / "api"
         self.cache_dir = Path(cache_dir)
         self.use_cache = use_cache
         self.raise_on_error = raise_on_error

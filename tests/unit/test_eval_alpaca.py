@@ -186,9 +186,11 @@ def test_lc_win_rate_equals_the_packages_own_function(tmp_path: Path, monkeypatc
 
     ann, rows, set_file, table, picked = _setup_lc(tmp_path)
     calls: list[str] = []
+    local_only: list[object] = []
 
     def fake_download(repo_id: str, filename: str, **kwargs: Any) -> str:
         calls.append(filename)
+        local_only.append(kwargs.get("local_files_only"))
         assert filename == "df_gamed.csv" and repo_id == "tatsu-lab/alpaca_eval"
         return str(table)
 
@@ -198,6 +200,7 @@ def test_lc_win_rate_equals_the_packages_own_function(tmp_path: Path, monkeypatc
     summ = alpaca_summary(rows, ann, index, n_boot=100, lc_boot=4, seed=0)
     assert summ["lc_method"] == "alpaca_eval" and "difficulty" in summ["lc_note"]
     assert calls and set(calls) == {"df_gamed.csv"}
+    assert set(local_only) == {True}  # evarl lets the package read the local cache only, never download
 
     # the package's own function on the same annotations, built here from the rows (AlpacaEval's format: the
     # frame's index is the instruction's row in alpaca_eval.json; output_1 = baseline, output_2 = model)
