@@ -195,8 +195,11 @@ def load_study(path: str | Path | None, overrides: list[str] | None = None) -> S
         errors.append(f"{where}: pairs: expected an integer >= 1, got {pairs!r}")
     else:
         s.pairs = pairs
-    if isinstance(data.get("theta1_seed", 0), int):
-        s.theta1_seed = data.get("theta1_seed", 0)
+    t1 = data.get("theta1_seed", s.theta1_seed)
+    if not isinstance(t1, int) or isinstance(t1, bool) or t1 < 0:
+        errors.append(f"{where}: theta1_seed: expected an integer >= 0, got {t1!r}")
+    else:
+        s.theta1_seed = t1
     custom = data.get("custom_arms", {}) or {}
     if not isinstance(custom, dict):
         errors.append(f"{where}: custom_arms: expected a mapping name -> {{overrides, vary}}")

@@ -65,6 +65,7 @@ def test_arms_that_cannot_reach_the_pair_count_are_refused_before_compute(tmp_pa
         ("arms: [greedy]\n", "must include eva"),
         ("colour: red\n", "colour: unknown study field"),
         ("overrides: [1, 2]\n", "overrides"),
+        ("theta1_seed: first\n", "theta1_seed"),
     ],
 )
 def test_bad_study_files_name_the_field(tmp_path: Path, capsys, text: str, culprit: str) -> None:
