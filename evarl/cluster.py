@@ -43,6 +43,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -93,11 +94,20 @@ def _self_judge(cfg: Any) -> bool:
 class Replica:
     """One model replica: what a Ray actor of the pool holds (a plain class, usable in-process too)."""
 
-    def __init__(self, cfg: Any, threads: int = 1) -> None:
+    def __init__(self, cfg: Any, threads: int = 1, plugin_dir: str | None = None) -> None:
         import torch
+
+        from evarl.registry import import_plugins
 
         if threads > 0:
             torch.set_num_threads(threads)
+        # the config's `plugins:` modules register names (a reward source, an evolver) that this replica looks
+        # up; an actor is a fresh process, so it imports them itself, searching the driver's working directory
+        # as `evarl run` does (on a remote cluster the modules must be importable there: a package or
+        # Ray's runtime_env)
+        if plugin_dir and plugin_dir not in sys.path:
+            sys.path.append(plugin_dir)
+        import_plugins(cfg.plugins)
         # the actor builds the single-process path: a cfg with Ray on would make its generator a pool again
         self.cfg = replace(cfg, cluster=replace(cfg.cluster, ray=False))
         self.path: str | None = None
@@ -208,7 +218,7 @@ class RayPool:
             self.load(path)
 
     def _new_actor(self) -> Any:
-        return self._actor_cls.remote(self.cfg, self._threads)
+        return self._actor_cls.remote(self.cfg, self._threads, os.getcwd())
 
     def __enter__(self) -> RayPool:
         return self

@@ -11,6 +11,8 @@ Integrity rules (checked by `Run.open` before anything is written):
 - A finished stage counts as finished only while its outputs are there with the recorded digests. A missing
   output sends that stage and every later stage (manifest order = the order they ran) back to "redo"; an
   output that exists with another digest stops the run (`RunChangedError`, naming the file), nothing changed.
+  When a stage sent back to "redo" starts again, the outputs it recorded are deleted first, so it cannot
+  reuse them (the trainer would otherwise skip a finished `train/model` built from the old pairs).
 - Digests: files up to `FULL_HASH_MAX_BYTES` are hashed whole; larger files by their size and
   `SAMPLE_BLOCKS` blocks spread over the file (cheap for multi-GB weights, unchanged by a copy, unlike an
   mtime); a directory (a saved model) by the sorted list of its files' digests.
@@ -530,12 +532,34 @@ class Run:
     def mark_running(self, key: str) -> dict[str, Any]:
         """Record that stage ``key`` started (a killed run shows it as "running")."""
         entry = self.manifest["stages"].setdefault(key, {})
+        if entry.get("status") == "redo":
+            self._discard_outputs(entry)
         entry["status"] = "running"
         entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         entry.pop("redo_reason", None)
         self._save()
         take_truncated()  # prompts cut from here on belong to this stage
         return entry
+
+    def _discard_outputs(self, entry: dict[str, Any]) -> None:
+        """Delete the outputs a stage recorded when it last finished (rank 0; every rank waits), so its redo
+        starts from its inputs, not from what it made of older ones."""
+        import shutil
+
+        from evarl.dist import barrier, is_main
+
+        if is_main():
+            root = self.dir.resolve()
+            for rel in entry.get("outputs") or {}:
+                path = (self.dir / rel).resolve()
+                if root not in path.parents:  # a manifest names only paths inside its run directory
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        entry.pop("outputs", None)
+        barrier()
 
     def finish(
         self, key: str, counts: dict[str, Any], seconds: float, outputs: list[Path] | None = None

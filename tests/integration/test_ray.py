@@ -196,3 +196,36 @@ def test_an_actor_lost_between_stages_is_replaced(pool, local, prompts) -> None:
     assert got == local["gen"].generate(convs, params)
     new = ray.get([a.ping.remote() for a in pool.actors])
     assert new[0] != pids[0] and new[1] == pids[1]
+
+
+def test_actors_import_the_configs_plugin_modules(
+    pool, tiny_model_dir: Path, prompts, tmp_path, monkeypatch
+) -> None:
+    """A reward source registered by a config's `plugins:` module (a file in the driver's working directory,
+    as `evarl run` finds it) is known inside the actors, which are fresh processes."""
+    (tmp_path / "ray_side_plugin.py").write_text(
+        "from evarl.registry import REWARDS\n\n\n"
+        "@REWARDS.register('ray_side_length')\n"
+        "def ray_side_length(prompts, responses):\n"
+        "    return [len(r) / 100.0 for r in responses]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(
+        {
+            "device": "cpu",
+            "model": {"path": str(tiny_model_dir)},
+            "plugins": ["ray_side_plugin"],
+            "generation": {"chunk_prompts": CHUNK},
+            "reward": {"sources": [{"name": "ray_side_length"}]},
+            # 0 CPUs: the module's two actors hold the local cluster's two, and a third would wait forever
+            "cluster": {"ray": True, "actors": 1, "actor_cpus": 0.0},
+        }
+    )
+    side = RayPool(cfg, str(tiny_model_dir))
+    try:
+        responses = [f"answer {'x' * i}" for i in range(4)]
+        got = RayReward(side).score(prompts[:4], responses)
+    finally:
+        side.close()
+    assert [r.score for r in got] == [len(r) / 100.0 for r in responses]
+    assert ray.is_initialized()  # the module's cluster stays up for the other tests

@@ -136,6 +136,44 @@ def test_deleted_scores_of_a_finished_stage_is_redone_with_every_later_stage(tmp
     assert all(v["status"] == "done" and "redo_reason" not in v for v in m["stages"].values())
 
 
+def test_a_later_stage_sent_back_to_redo_starts_without_its_old_outputs(tmp_path: Path) -> None:
+    """A redone stage cannot reuse what it made of older inputs (the trainer skips a finished `train/model`):
+    its recorded outputs, a file and a model folder, are gone when its function starts; nothing else is."""
+    cfg = _cfg(tmp_path)
+    run = Run(cfg).open()
+    d = run.dir
+    model = d / "train" / "model"
+
+    def train() -> dict[str, int]:
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "weights.bin").write_bytes(b"w")
+        return {}
+
+    run.stage("round-001/pairs", lambda: _write(d / "pairs.jsonl", '{"p": 1}\n'), [d / "pairs.jsonl"])
+    run.stage("round-001/train", train, [model])
+    _write(d / "train" / "train_log.jsonl", "{}\n")  # not a recorded output: left alone
+    (d / "pairs.jsonl").unlink()
+
+    run = Run(cfg).open()
+    seen: dict[str, bool] = {}
+
+    def pairs_again() -> dict[str, int]:
+        seen["model_during_pairs"] = model.exists()  # the later stage's outputs are not touched yet
+        return _write(d / "pairs.jsonl", '{"p": 2}\n')
+
+    def train_again() -> dict[str, int]:
+        seen["model_during_train"] = model.exists()
+        return train()
+
+    run.stage("round-001/pairs", pairs_again, [d / "pairs.jsonl"])
+    run.stage("round-001/train", train_again, [model])
+    assert seen == {"model_during_pairs": True, "model_during_train": False}
+    assert (d / "train" / "train_log.jsonl").exists()
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["stages"]["round-001/train"]["status"] == "done"
+    assert list(m["stages"]["round-001/train"]["outputs"]) == ["train/model"]
+
+
 def test_changed_output_stops_the_run_and_changes_nothing(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     _three_stages(Run(cfg).open(), [])
